@@ -1,0 +1,35 @@
+"""Glue for the thin stage scripts: one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import typer
+
+from hue.errors import HueError
+
+
+def guarded(fn: Callable) -> Callable:
+    """Print a HueError as one line on stderr and exit 1 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: outputs were not written; rerun to start over", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def progress(iterable, **kwargs):
+    """A progress bar on a terminal, silent in CI logs."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not sys.stderr.isatty(), **kwargs)

@@ -1,0 +1,144 @@
+"""Typed params: one frozen dataclass per `params.yaml` section, one strict loader."""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from hue.errors import HueError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(HueError, ValueError):
+    """A param is unknown, mistyped or out of range."""
+
+
+def _fail(section: str, key: str, value: Any, allowed: str) -> typing.NoReturn:
+    """Raise one line naming the key, the value and what is allowed."""
+    raise ConfigError(f"params.yaml: {section}.{key} = {value!r} is invalid; allowed: {allowed}")
+
+
+def _require(ok: bool, section: str, key: str, value: Any, allowed: str) -> None:
+    """Fail unless `ok`."""
+    if not ok:
+        _fail(section, key, value, allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    """Section `data`: which datasets, how they are split."""
+
+    datasets: tuple[str, ...] = ("digits",)  # registry names or keys of `folders`
+    folds: int = 5  # stratified k-fold over all usable images
+    run_folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # held-out folds the later stages run
+    seed: int = 0  # fold assignment seed
+    drop_small_classes: bool = False  # drop classes with fewer images than folds instead of failing
+    max_per_class: int | None = None  # cap images per class (seeded subsample); None = all
+    folders: Mapping[str, str] = dataclasses.field(default_factory=dict)  # local ImageFolder datasets
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        from hue import datasets
+
+        s = "data"
+        _require(len(self.datasets) > 0, s, "datasets", list(self.datasets), "a non-empty list")
+        known = sorted(datasets.REGISTRY) + sorted(self.folders)
+        for name in self.datasets:
+            _require(name in known, s, "datasets", name, f"one of {known} (add local folders under data.folders)")
+        for name in self.folders:
+            _require(name not in datasets.REGISTRY, s, "folders", name, "a name that is not a registry dataset")
+            _require(name.replace("_", "").replace("-", "").isalnum(), s, "folders", name,
+                     "letters, digits, '_' and '-'")
+        _require(self.folds >= 2, s, "folds", self.folds, "an integer >= 2")
+        _require(len(self.run_folds) > 0, s, "run_folds", list(self.run_folds), "a non-empty list")
+        _require(len(set(self.run_folds)) == len(self.run_folds), s, "run_folds", list(self.run_folds),
+                 "distinct fold ids")
+        for f in self.run_folds:
+            _require(0 <= f < self.folds, s, "run_folds", f, f"fold ids in 0..{self.folds - 1}")
+        _require(self.max_per_class is None or self.max_per_class >= 1, s, "max_per_class",
+                 self.max_per_class, "null or an integer >= 1")
+
+
+SECTIONS: dict[str, type] = {"data": DataParams}
+
+
+def _check_type(section: str, key: str, value: Any, hint: Any) -> Any:
+    """Coerce a YAML value to the annotated type or fail naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(section, key, value, inner[0])
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), section, key, value, f"a list of {args[0].__name__}")
+        return tuple(_check_type(section, key, v, args[0]) for v in value)
+    if origin in (collections.abc.Mapping, dict):
+        _require(isinstance(value, dict), section, key, value, "a mapping")
+        return types.MappingProxyType({str(k): _check_type(section, key, v, args[1]) for k, v in value.items()})
+    if hint is bool:
+        _require(isinstance(value, bool), section, key, value, "true or false")
+        return value
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), section, key, value, "an integer")
+        return value
+    if hint is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), section, key, value, "a number")
+        return float(value)
+    if hint is str:
+        _require(isinstance(value, str), section, key, value, "a string")
+        return value
+    raise TypeError(f"unsupported param type {hint!r} for {section}.{key}")
+
+
+def build(section: str, raw: Mapping[str, Any] | None) -> Any:
+    """Build and validate the dataclass of `section` from its raw mapping."""
+    if section not in SECTIONS:
+        raise ConfigError(f"params.yaml: unknown section {section!r}; known: {sorted(SECTIONS)}")
+    cls = SECTIONS[section]
+    raw = dict(raw or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"params.yaml: unknown key {section}.{key}; allowed keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {k: _check_type(section, k, v, hints[k]) for k, v in raw.items()}
+    params = cls(**values)
+    params.validate()
+    return params
+
+
+def read(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read the raw params file."""
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the repository root")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return raw
+
+
+def load(section: str, path: Path = PARAMS_FILE) -> Any:
+    """Load one section of params.yaml as its frozen dataclass."""
+    raw = read(path)
+    for name in raw:
+        if name not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section {name!r}; known: {sorted(SECTIONS)}")
+    return build(section, raw.get(section))
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    """Plain-dict view of a params dataclass (for manifests and metrics)."""
+    out = {}
+    for f in dataclasses.fields(params):
+        v = getattr(params, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
+    return out

@@ -1,0 +1,62 @@
+"""Reading images of any colour mode as RGB, and telling usable files from bad ones."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # 16/32-bit greyscale
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """Outcome of inspecting one file."""
+
+    ok: bool
+    width: int = 0
+    height: int = 0
+    mode: str = ""  # original PIL mode, e.g. 'L', 'RGBA', 'CMYK', 'I;16'
+    reason: str = ""  # why it is unusable: zero_byte, not_an_image, corrupt
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (16-bit greyscale is rescaled, not clipped)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in HIGH_BIT_MODES:
+        values = np.asarray(img, dtype=np.float64)  # (H, W)
+        scale = 65535.0 if img.mode != "F" else max(float(values.max()), 1e-12)
+        grey = np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open and fully decode an image as RGB."""
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def inspect(path: Path) -> Check:
+    """Fully decode a file to find out whether it is a usable image."""
+    try:
+        if path.stat().st_size == 0:
+            return Check(False, reason="zero_byte")
+        with Image.open(path) as img:
+            mode = img.mode
+            img.load()  # raises on truncated or corrupt data
+            rgb = to_rgb(img)
+            width, height = rgb.size
+    except UnidentifiedImageError:
+        return Check(False, reason="not_an_image")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return Check(False, reason="corrupt")
+    if width == 0 or height == 0:
+        return Check(False, reason="corrupt")
+    return Check(True, width, height, mode)

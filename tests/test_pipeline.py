@@ -1,0 +1,66 @@
+"""The real `dvc repro` on a temporary copy of the repository, with shrunk params."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_repo, run
+
+SHRUNK: dict = {}
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """One full `dvc repro` shared by the assertions below."""
+    repo = copy_repo(tmp_path_factory.mktemp("repo"), SHRUNK)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def test_download_stage_writes_manifest_and_metrics(reproduced):
+    m = json.loads((reproduced / "metrics/download/digits.json").read_text())
+    assert (m["n_images"], m["n_classes"], m["n_skipped"]) == (1797, 10, 0)
+    frame = pd.read_parquet(reproduced / "data/manifests/digits.parquet")
+    assert len(frame) == 1797 and sorted(frame["fold"].unique()) == [0, 1, 2, 3, 4]
+
+
+def test_second_repro_runs_nothing(reproduced):
+    out = run(["dvc", "repro"], reproduced).stdout
+    assert "Running stage" not in out
+
+
+def test_offline_registry_dataset_fails_in_one_line(reproduced):
+    proc = run(["python", "stages/download.py", "dataset", "dtd"], reproduced, check=False)
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert "dtd: could not download https://www.robots.ox.ac.uk/~vgg/data/dtd/" in err and "place it under" in err
+
+
+def test_bad_param_fails_in_one_line(reproduced):
+    params = (reproduced / "params.yaml").read_text()
+    try:
+        (reproduced / "params.yaml").write_text(params.replace("folds: 5", "folds: 1"))
+        proc = run(["python", "stages/download.py", "dataset", "digits"], reproduced, check=False)
+    finally:
+        (reproduced / "params.yaml").write_text(params)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: params.yaml: data.folds = 1 is invalid; allowed: an integer >= 2"
+
+
+def test_local_folder_dataset_reruns_when_content_changes(reproduced, tmp_path):
+    from tests.conftest import make_image
+
+    folder = tmp_path / "hcp"
+    for c in ("f", "m"):
+        for i in range(5):
+            make_image(folder / c / f"{i}.png", seed=i + (9 if c == "m" else 0))
+    sets = ["-S", f"++data.folders.hcp_sex={folder}", "-S", "data.datasets=[digits,hcp_sex]"]
+    out = run(["dvc", "exp", "run", *sets], reproduced).stdout
+    assert "snapshot@hcp_sex" in out and "download@hcp_sex" in out
+    make_image(folder / "m" / "5.png", seed=77)
+    out = run(["dvc", "exp", "run", *sets], reproduced).stdout
+    assert "Running stage 'download@hcp_sex'" in out

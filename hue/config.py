@@ -66,7 +66,89 @@ class DataParams:
                  self.max_per_class, "null or an integer >= 1")
 
 
-SECTIONS: dict[str, type] = {"data": DataParams}
+PRECISIONS = ("auto", "fp32", "bf16")
+DTYPES = ("float16", "float32")
+DESCRIPTORS = ("pixel", "gap", "gmp", "flat")
+BACKENDS = ("annoy", "exact")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractParams:
+    """Section `extract`: bottleneck activations of pretrained backbones."""
+
+    backbones: tuple[str, ...] = ("resnet18",)  # registry names (hue.models)
+    weights: str = "random"  # imagenet | random (seeded, offline) | path to a state-dict file
+    seed: int = 0  # init seed for weights: random
+    image_size: int | None = None  # square input side; None = the backbone's native size
+    batch_size: int = 64
+    precision: str = "auto"  # auto: bf16 on CUDA or a CPU with native bf16, else fp32
+    dtype: str = "float16"  # storage dtype of the vectors
+    shard_rows: int = 65536  # pixel vectors per .npy shard (whole images per shard)
+    workers: int = 2  # image decoding processes
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        from hue import models
+
+        s = "extract"
+        _require(len(self.backbones) > 0, s, "backbones", list(self.backbones), "a non-empty list")
+        for name in self.backbones:
+            _require(name in models.BACKBONES, s, "backbones", name, f"one of {sorted(models.BACKBONES)}")
+        _require(self.image_size is None or self.image_size >= 32, s, "image_size", self.image_size,
+                 "null or an integer >= 32")
+        _require(self.batch_size >= 1, s, "batch_size", self.batch_size, "an integer >= 1")
+        _require(self.precision in PRECISIONS, s, "precision", self.precision, f"one of {list(PRECISIONS)}")
+        _require(self.dtype in DTYPES, s, "dtype", self.dtype, f"one of {list(DTYPES)}")
+        _require(self.shard_rows >= 1, s, "shard_rows", self.shard_rows, "an integer >= 1")
+        _require(self.workers >= 0, s, "workers", self.workers, "an integer >= 0")
+        _require(bool(self.weights), s, "weights", self.weights, "'imagenet', 'random' or a state-dict path")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexParams:
+    """Section `index`: Annoy indexes over each fold's memory."""
+
+    n_trees: int = 20  # Annoy trees: more = better recall, bigger index
+    pca_dim: int | None = None  # PCA fitted on the memory only; None = no reduction
+    seed: int = 0  # Annoy and PCA seed
+
+    def validate(self) -> None:
+        """Check ranges."""
+        _require(self.n_trees >= 1, "index", "n_trees", self.n_trees, "an integer >= 1")
+        _require(self.pca_dim is None or self.pca_dim >= 2, "index", "pca_dim", self.pca_dim,
+                 "null or an integer >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnParams:
+    """Section `knn`: kernel-density kNN classification, Eq. 1-3."""
+
+    k: int = 10  # neighbours per query vector
+    eps: float = 1e-6  # kernel bandwidth floor
+    descriptors: tuple[str, ...] = DESCRIPTORS  # pixel | gap | gmp | flat
+    backend: str = "annoy"  # annoy | exact
+    search_k: int = 2000  # Annoy nodes inspected per query (explicit: Annoy's default is far too low)
+    min_recall: float = 0.9  # fail when Annoy's recall@k against exact search is below this
+    reference_images: int = 50  # held-out images per fold searched exactly as the reference
+    query_block: int = 2048  # exact search: query vectors per matrix product
+    seed: int = 0  # reference sample seed
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        s = "knn"
+        _require(self.k >= 1, s, "k", self.k, "an integer >= 1")
+        _require(self.eps > 0, s, "eps", self.eps, "a number > 0")
+        _require(len(self.descriptors) > 0, s, "descriptors", list(self.descriptors), "a non-empty list")
+        for d in self.descriptors:
+            _require(d in DESCRIPTORS, s, "descriptors", d, f"one of {list(DESCRIPTORS)}")
+        _require(self.backend in BACKENDS, s, "backend", self.backend, f"one of {list(BACKENDS)}")
+        _require(self.search_k >= self.k, s, "search_k", self.search_k, "an integer >= k")
+        _require(0 <= self.min_recall <= 1, s, "min_recall", self.min_recall, "a number in [0, 1]")
+        _require(self.reference_images >= 1, s, "reference_images", self.reference_images, "an integer >= 1")
+        _require(self.query_block >= 1, s, "query_block", self.query_block, "an integer >= 1")
+
+
+SECTIONS: dict[str, type] = {"data": DataParams, "extract": ExtractParams, "index": IndexParams, "knn": KnnParams}
 
 
 def _check_type(section: str, key: str, value: Any, hint: Any) -> Any:

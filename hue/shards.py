@@ -22,6 +22,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -38,6 +39,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -75,3 +77,109 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a table written by write_parquet."""
     return pd.read_parquet(path, columns=columns)
+
+
+# --- activation store ----------------------------------------------------------------------
+# data/activations/<dataset>/<backbone>/
+#   pixel-00000.npy   (rows, C)  unit pixel vectors, row order (image, y, x)
+#   gap-00000.npy     (images, C) unit global-average-pooled vectors
+#   gmp-00000.npy     (images, C) unit global-max-pooled vectors
+#   energy-00000.npy  (images, H, W) float32 ||I(x, y)||^2 before normalisation
+#   images.parquet    image, image_id, label, fold, shard, row
+#   pixels.parquet    image, label, fold, x, y, shard, row, energy
+#   manifest.json     backbone, node, grid, weights and their hash, transform, dtype, versions
+# `flat` is not stored twice: it is rebuilt exactly from pixel vectors and energies.
+
+import numpy as np  # noqa: E402
+
+IMAGE_LEVEL = ("gap", "gmp")
+
+
+class ShardWriter:
+    """Accumulates per-batch descriptors and writes whole-image shards; memory stays bounded."""
+
+    def __init__(self, folder: Path, dtype: str, images_per_shard: int):
+        self.folder, self.dtype, self.images_per_shard = Path(folder), np.dtype(dtype), images_per_shard
+        self.buffer: dict[str, list[np.ndarray]] = {"pixel": [], "gap": [], "gmp": [], "energy": []}
+        self.n_buffered = 0
+        self.n_shards = 0
+
+    def add(self, pixel: np.ndarray, gap: np.ndarray, gmp: np.ndarray, energy: np.ndarray) -> None:
+        """Add a batch: pixel (B, P, C), gap/gmp (B, C), energy (B, H, W)."""
+        for key, value in (("pixel", pixel), ("gap", gap), ("gmp", gmp), ("energy", energy)):
+            self.buffer[key].append(value)
+        self.n_buffered += len(pixel)
+        while self.n_buffered >= self.images_per_shard:
+            self._flush(self.images_per_shard)
+
+    def close(self) -> int:
+        """Write what is left; return the number of shards."""
+        if self.n_buffered:
+            self._flush(self.n_buffered)
+        return self.n_shards
+
+    def _flush(self, n: int) -> None:
+        """Write the first n buffered images as one shard."""
+        for key, parts in self.buffer.items():
+            arr = np.concatenate(parts)
+            head, rest = arr[:n], arr[n:]
+            self.buffer[key] = [rest] if len(rest) else []
+            if key == "pixel":
+                head = head.reshape(-1, head.shape[-1])  # (n * P, C)
+            dtype = np.float32 if key == "energy" else self.dtype
+            np.save(self.folder / f"{key}-{self.n_shards:05d}.npy", head.astype(dtype, copy=False))
+        self.n_buffered -= n
+        self.n_shards += 1
+
+
+class ActivationStore:
+    """Read access to one extract output folder; shards are memory-mapped."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        if not (self.folder / "manifest.json").exists():
+            raise FileNotFoundError(f"{self.folder}/manifest.json missing: run the extract stage first")
+        self.manifest = read_json(self.folder / "manifest.json")
+        self.images = read_parquet(self.folder / "images.parquet")
+        self.grid = tuple(self.manifest["grid"])  # (H, W)
+        self.n_positions = self.grid[0] * self.grid[1]
+
+    def _shard(self, key: str, shard: int) -> np.ndarray:
+        """Memory-map one shard."""
+        return np.load(self.folder / f"{key}-{shard:05d}.npy", mmap_mode="r")
+
+    def pixels(self) -> pd.DataFrame:
+        """The pixel-level table (one row per pixel vector)."""
+        return read_parquet(self.folder / "pixels.parquet")
+
+    def iter_vectors(self, descriptor: str, images: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (image indices, vectors) shard by shard for the sorted global image indices `images`.
+
+        vectors are float32: (n_images * P, C) for pixel, (n_images, D) otherwise.
+        """
+        table = self.images.iloc[images]
+        for shard, group in table.groupby("shard", sort=True):
+            rows, idx = group["row"].to_numpy(), group["image"].to_numpy()
+            if descriptor in IMAGE_LEVEL:
+                yield idx, np.asarray(self._shard(descriptor, shard)[rows], dtype=np.float32)
+                continue
+            pix = self._shard("pixel", shard)
+            sel = (rows[:, None] * self.n_positions + np.arange(self.n_positions)).ravel()
+            vectors = np.asarray(pix[sel], dtype=np.float32)  # (n * P, C)
+            if descriptor == "flat":
+                vectors = flat_from_pixels(vectors.reshape(len(rows), self.n_positions, -1),
+                                           np.asarray(self._shard("energy", shard)[rows], dtype=np.float32))
+            yield idx, vectors
+
+    def vectors(self, descriptor: str, images: np.ndarray) -> np.ndarray:
+        """All vectors of `images` (sorted global indices) in one float32 array."""
+        parts = [v for _, v in self.iter_vectors(descriptor, np.asarray(images))]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def flat_from_pixels(unit_pixels: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """Rebuild unit `flat` vectors: (n, P, C) unit pixels and (n, H, W) energies -> (n, P * C)."""
+    raw = unit_pixels * np.sqrt(energy.reshape(len(energy), -1, 1))  # undo the per-pixel normalisation
+    flat = raw.reshape(len(raw), -1)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    return flat / np.maximum(norms, 1e-12)

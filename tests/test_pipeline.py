@@ -9,7 +9,12 @@ import pytest
 
 from tests.conftest import copy_repo, run
 
-SHRUNK: dict = {}
+SHRUNK: dict = {
+    "data": {"max_per_class": 40, "run_folds": [0, 1]},
+    "extract": {"image_size": 64},
+    "index": {"n_trees": 5},
+    "knn": {"reference_images": 20},
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +27,22 @@ def reproduced(tmp_path_factory):
 
 def test_download_stage_writes_manifest_and_metrics(reproduced):
     m = json.loads((reproduced / "metrics/download/digits.json").read_text())
-    assert (m["n_images"], m["n_classes"], m["n_skipped"]) == (1797, 10, 0)
+    assert (m["n_images"], m["n_classes"], m["n_skipped"]) == (400, 10, 0)
     frame = pd.read_parquet(reproduced / "data/manifests/digits.parquet")
-    assert len(frame) == 1797 and sorted(frame["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert len(frame) == 400 and sorted(frame["fold"].unique()) == [0, 1, 2, 3, 4]
+
+
+def test_knn_stage_reports_every_descriptor_with_recall(reproduced):
+    m = json.loads((reproduced / "metrics/knn/digits-resnet18.json").read_text())
+    assert set(m["descriptors"]) == {"pixel", "gap", "gmp", "flat"}
+    for d in m["descriptors"].values():
+        assert 0.5 < d["accuracy"] <= 1 and set(d["accuracy_per_fold"]) == {"0", "1"}
+        assert d["recall_at_k"] >= 0.9 and 0 <= d["agreement"] <= 1
+    matches = pd.read_parquet(reproduced / "data/knn/digits/resnet18/matches.parquet")
+    assert len(matches) == 160 * 4 * 10  # two held-out folds of 80 images, 2x2 pixels, K = 10
+    assert (reproduced / "plots/knn/digits-accuracy.png").stat().st_size > 1000
+    figure = pd.read_csv(reproduced / "plots/knn/digits-accuracy.csv")
+    assert figure["descriptor"].tolist() == ["pixel", "gap", "gmp", "flat"]
 
 
 def test_second_repro_runs_nothing(reproduced):
@@ -59,8 +77,8 @@ def test_local_folder_dataset_reruns_when_content_changes(reproduced, tmp_path):
         for i in range(5):
             make_image(folder / c / f"{i}.png", seed=i + (9 if c == "m" else 0))
     sets = ["-S", f"++data.folders.hcp_sex={folder}", "-S", "data.datasets=[digits,hcp_sex]"]
-    out = run(["dvc", "exp", "run", *sets], reproduced).stdout
+    out = run(["dvc", "exp", "run", *sets, "download@hcp_sex"], reproduced).stdout
     assert "snapshot@hcp_sex" in out and "download@hcp_sex" in out
     make_image(folder / "m" / "5.png", seed=77)
-    out = run(["dvc", "exp", "run", *sets], reproduced).stdout
+    out = run(["dvc", "exp", "run", *sets, "download@hcp_sex"], reproduced).stdout
     assert "Running stage 'download@hcp_sex'" in out

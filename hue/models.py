@@ -1,0 +1,124 @@
+"""Backbone registry: torchvision models cut at their spatial bottleneck (SPEC section 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hue.errors import HueError
+
+
+class ModelError(HueError):
+    """Unknown backbone or unusable weights."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A registry entry: which torchvision model and where its bottleneck is."""
+
+    name: str  # torchvision model name, also the params.yaml name
+    node: str  # torchvision.models.feature_extraction node of the bottleneck
+    input_size: int  # native square input size in pixels
+    channels: int  # N, the length of a pixel vector
+    post_relu: bool  # the tapped output is after a ReLU (non-negative)
+    kwargs: tuple = ()  # extra constructor arguments
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone("densenet201", "relu", 224, 1920, True),  # features -> norm5 -> functional ReLU, 7x7x1920
+        Backbone("resnet18", "layer4", 224, 512, True),  # 7x7x512
+        Backbone("resnet50", "layer4", 224, 2048, True),  # 7x7x2048
+        Backbone("vgg16", "features.29", 224, 512, True),  # relu5_3, 14x14x512 before pool5
+        Backbone("inception_v3", "Mixed_7c", 299, 2048, True, (("aux_logits", True), ("init_weights", True))),  # 8x8x2048
+        Backbone("efficientnet_b0", "features", 224, 1280, False),  # SiLU output, 7x7x1280
+    )
+}
+
+
+def get(name: str) -> Backbone:
+    """Registry lookup that fails with the list of known names."""
+    if name not in BACKBONES:
+        raise ModelError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def build(name: str, weights: str, seed: int = 0) -> tuple[nn.Module, str]:
+    """The full torchvision classifier with `weights` loaded, and a hash identifying them.
+
+    weights: 'imagenet' (torchvision's weights API: downloaded once into $TORCH_HOME, then read
+    from there offline), 'random' (seeded init) or a path to a state-dict file.
+    """
+    from torchvision.models import get_model, get_model_weights
+
+    spec = get(name)
+    kwargs = dict(spec.kwargs)
+    if weights == "random":
+        torch.manual_seed(seed)
+        return get_model(name, weights=None, **kwargs), f"random:seed={seed}"
+    if weights == "imagenet":
+        w = get_model_weights(name).DEFAULT
+        try:
+            kwargs.pop("init_weights", None)
+            model = get_model(name, weights=w, **kwargs)
+        except (OSError, RuntimeError) as err:  # urllib errors are OSErrors
+            raise ModelError(
+                f"{name}: could not get ImageNet weights {w.url} ({type(err).__name__}); download that file into "
+                f"{checkpoint_dir()}/ by hand, or set extract.weights to 'random' or a state-dict path"
+            ) from None
+        return model, "sha256:" + file_sha256(checkpoint_dir() / Path(w.url).name)
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelError(f"extract.weights = {weights!r}: no such file; use 'imagenet', 'random' or a state-dict path")
+    torch.manual_seed(seed)
+    model = get_model(name, weights=None, **kwargs)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except Exception as err:  # pickle, shape and key errors alike: one line
+        raise ModelError(f"{path}: not a state dict of {name} ({type(err).__name__}: {str(err)[:160]})") from None
+    return model, "sha256:" + file_sha256(path)
+
+
+def checkpoint_dir() -> Path:
+    """Where torchvision keeps downloaded weights ($TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Bottleneck(nn.Module):
+    """The backbone truncated at its bottleneck node; returns (B, C, H, W)."""
+
+    def __init__(self, model: nn.Module, node: str):
+        super().__init__()
+        import warnings
+
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        with warnings.catch_warnings():  # "traced in eval mode" note: we only ever run eval mode
+            warnings.simplefilter("ignore", UserWarning)
+            self.body = create_feature_extractor(model, return_nodes={node: "bottleneck"})
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised images -> (B, C, H, W) activations."""
+        # clone: an in-place op inside the traced graph may alias the tapped tensor
+        return self.body(images)["bottleneck"].clone()
+
+
+def bottleneck(name: str, weights: str, seed: int = 0) -> tuple[Bottleneck, str]:
+    """The eval-mode bottleneck extractor of backbone `name` and its weights id."""
+    model, weights_id = build(name, weights, seed)
+    return Bottleneck(model.eval(), get(name).node).eval(), weights_id

@@ -1,0 +1,84 @@
+"""Every registered backbone on tiny inputs (random weights, CPU); weights from a planted checkpoint."""
+
+import hashlib
+
+import pytest
+import torch
+
+from hue import models
+
+TINY = {"inception_v3": 107}  # smallest inputs that keep a spatial grid; 64 px for the others
+
+
+@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+def test_bottleneck_shape_and_sign(name):
+    spec = models.get(name)
+    net, weights_id = models.bottleneck(name, "random", seed=0)
+    size = TINY.get(name, 64)
+    with torch.no_grad():
+        fmap = net(torch.randn(2, 3, size, size))
+    assert fmap.ndim == 4 and fmap.shape[:2] == (2, spec.channels) and fmap.shape[2] >= 1
+    if spec.post_relu:
+        assert fmap.min() >= 0  # DenseNet's tap is after norm5 + ReLU
+    assert weights_id == "random:seed=0"
+
+
+def test_densenet_tap_is_after_the_final_relu_not_norm5():
+    net, _ = models.bottleneck("densenet201", "random")
+    with torch.no_grad():
+        fmap = net(torch.randn(1, 3, 64, 64))
+    assert fmap.min() >= 0 and (fmap == 0).any()
+
+
+def test_tap_is_a_copy_not_an_alias():
+    net, _ = models.bottleneck("resnet18", "random")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = net(x)
+        a.zero_()
+        assert net(x).abs().sum() > 0
+
+
+def test_random_weights_are_seeded():
+    a, _ = models.build("resnet18", "random", seed=3)
+    b, _ = models.build("resnet18", "random", seed=3)
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+
+
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(models.ModelError, match="unknown backbone 'alexnet'; known: \\['densenet201'"):
+        models.get("alexnet")
+
+
+def test_imagenet_weights_load_offline_from_planted_checkpoint(tmp_path, monkeypatch):
+    from torchvision.models import get_model_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = get_model_weights("resnet18").DEFAULT.url
+    planted, _ = models.build("resnet18", "random", seed=11)
+    ckpt = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    ckpt.parent.mkdir(parents=True)
+    torch.save(planted.state_dict(), ckpt)
+    model, weights_id = models.build("resnet18", "imagenet")
+    assert torch.equal(model.conv1.weight, planted.conv1.weight)
+    assert weights_id == "sha256:" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_imagenet_weights_without_network_fail_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(models.ModelError) as err:
+        models.build("resnet18", "imagenet")
+    assert "could not get ImageNet weights https://download.pytorch.org/models/resnet18" in str(err.value)
+    assert "hub/checkpoints" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_state_dict_path(tmp_path):
+    src, _ = models.build("resnet18", "random", seed=5)
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    model, weights_id = models.build("resnet18", str(tmp_path / "w.pt"))
+    assert torch.equal(model.fc.weight, src.fc.weight) and weights_id.startswith("sha256:")
+    with pytest.raises(models.ModelError, match="not a state dict of efficientnet_b0"):
+        models.build("efficientnet_b0", str(tmp_path / "w.pt"))
+    with pytest.raises(models.ModelError, match="no such file"):
+        models.build("resnet18", str(tmp_path / "missing.pt"))

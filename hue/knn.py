@@ -31,42 +31,67 @@ def exact_search(queries: np.ndarray, memory: np.ndarray, k: int, query_block: i
                  shortlist: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest memory rows by Euclidean distance: (Q, D), (M, D) -> dist (Q, k), idx (Q, k).
 
-    Blocked matrix products in torch. On a GPU the products run in bf16 to shortlist 2k + 8
-    candidates per block, which are re-ranked with fp32 distances; on the CPU (no fast bf16)
-    they run in fp32 directly. `shortlist` forces either path.
+    Blocked matrix products. On a GPU (torch) the products run in bf16 to shortlist 2k + 8
+    candidates per block, re-ranked with fp32 distances. On the CPU there is no fast bf16, and
+    numpy's OpenBLAS runs these fp32 products about 2x faster than torch's MKL build on the AMD
+    CPUs measured (bench/RESULTS.md), so the products go through numpy. `shortlist` forces the
+    bf16 path (on any device, for tests).
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    k = min(k, len(memory))
-    mem = torch.from_numpy(np.ascontiguousarray(memory, dtype=np.float32)).to(dev)  # (M, D)
-    mem_sq = mem.pow(2).sum(1)  # (M,)
     shortlist = dev.type == "cuda" if shortlist is None else shortlist
-    mem_low = mem.to(torch.bfloat16) if shortlist else mem
+    k = min(k, len(memory))
+    if len(queries) == 0:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    memory = np.ascontiguousarray(memory, dtype=np.float32)
+    mem_sq = np.einsum("md,md->m", memory, memory)  # (M,) squared norms (1, or 0 for all-zero vectors)
+    if shortlist or dev.type != "cpu":
+        return _exact_torch(queries, memory, mem_sq, k, query_block, memory_block, dev, shortlist)
+    out_d, out_i = [], []
+    for q0 in range(0, len(queries), query_block):
+        q = np.ascontiguousarray(queries[q0:q0 + query_block], dtype=np.float32)  # (B, D)
+        best_s, best_i = None, None
+        for m0 in range(0, len(memory), memory_block):
+            scores = q @ memory[m0:m0 + memory_block].T  # (B, Mb) dot products, OpenBLAS
+            scores *= 2
+            scores -= mem_sq[m0:m0 + memory_block]  # larger = closer: ||q||^2 - ||q - m||^2
+            s, i = torch.from_numpy(scores).topk(min(k, scores.shape[1]), dim=1)
+            best_s, best_i = _merge(best_s, best_i, s, i + m0, k)
+        d2 = (torch.from_numpy(np.einsum("bd,bd->b", q, q))[:, None] - best_s).clamp_min(0)  # (B, k)
+        out_d.append(d2.sqrt().numpy())
+        out_i.append(best_i.numpy())
+    return np.concatenate(out_d), np.concatenate(out_i).astype(np.int64)
+
+
+def _merge(best_s, best_i, s, i, keep: int):
+    """Keep the `keep` best of a running top list and a new block's top list."""
+    if best_s is None:
+        return s, i
+    s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+    s, order = s.topk(min(keep, s.shape[1]), dim=1)
+    return s, i.gather(1, order)
+
+
+def _exact_torch(queries, memory, mem_sq, k, query_block, memory_block, dev, shortlist):
+    """The torch path of exact_search (GPU; bf16 shortlist re-ranked in fp32 when `shortlist`)."""
+    mem = torch.from_numpy(memory).to(dev)  # (M, D)
+    msq = torch.from_numpy(mem_sq).to(dev)  # (M,)
+    low = mem.to(torch.bfloat16) if shortlist else mem
+    take = 2 * k + 8 if shortlist else k
     out_d, out_i = [], []
     for q0 in range(0, len(queries), query_block):
         q = torch.from_numpy(np.ascontiguousarray(queries[q0:q0 + query_block], dtype=np.float32)).to(dev)  # (B, D)
         best_s, best_i = None, None
         for m0 in range(0, len(mem), memory_block):
-            m = mem_low[m0:m0 + memory_block]
-            sims = (q.to(m.dtype) @ m.T).float()  # (B, Mb) dot products
-            scores = 2 * sims - mem_sq[m0:m0 + memory_block]  # larger = closer: -||q - m||^2 + ||q||^2
-            take = min(2 * k + 8 if shortlist else k, scores.shape[1])
-            s, i = scores.topk(take, dim=1)
-            i = i + m0
-            best_s = s if best_s is None else torch.cat([best_s, s], 1)
-            best_i = i if best_i is None else torch.cat([best_i, i], 1)
-            keep = min(2 * k + 8 if shortlist else k, best_s.shape[1])
-            best_s, order = best_s.topk(keep, dim=1)
-            best_i = best_i.gather(1, order)
-        if shortlist:  # re-rank the shortlist in fp32
-            cand = mem[best_i]  # (B, S, D)
-            best_s = 2 * torch.einsum("bd,bsd->bs", q, cand) - mem_sq[best_i]
-            best_s, order = best_s.topk(k, dim=1)
+            scores = 2 * (q.to(low.dtype) @ low[m0:m0 + memory_block].T).float() - msq[m0:m0 + memory_block]
+            s, i = scores.topk(min(take, scores.shape[1]), dim=1)
+            best_s, best_i = _merge(best_s, best_i, s, i + m0, take)
+        if shortlist:  # re-rank the shortlist with fp32 distances
+            best_s = 2 * torch.einsum("bd,bsd->bs", q, mem[best_i]) - msq[best_i]
+            best_s, order = best_s.topk(min(k, best_s.shape[1]), dim=1)
             best_i = best_i.gather(1, order)
         d2 = (q.pow(2).sum(1, keepdim=True) - best_s).clamp_min(0)  # (B, k) squared distances
         out_d.append(d2.sqrt().cpu().numpy())  # host sync point
         out_i.append(best_i.cpu().numpy())
-    if not out_d:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     return np.concatenate(out_d), np.concatenate(out_i).astype(np.int64)
 
 

@@ -1,0 +1,110 @@
+"""Extract benchmark: the extract stage vs the bare model forward vs thingsvision, one run.
+
+    python bench/extract.py                                   # digits, resnet18, params.yaml sizes
+    python bench/extract.py --thingsvision-python /tmp/tvenv/bin/python
+
+The stage number is end to end (model build, decode, resize, forward, descriptors, shards,
+tables), with Python imports warmed first as for the others; the bare number is the same model at the same batch size and precision on preloaded tensors.
+thingsvision pins its own torch/torchvision/tensorflow, so it runs from its own interpreter
+(give its path) on the same image files and layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+THINGSVISION_SNIPPET = r"""
+import sys, time, json
+from thingsvision import get_extractor
+from thingsvision.utils.data import ImageDataset, DataLoader
+root, size, batch, backbone, node = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ex = get_extractor(model_name=backbone, source="torchvision", device="cpu", pretrained=False)
+ds = ImageDataset(root=root, out_path="/tmp/tv_out", backend=ex.get_backend(),
+                  transforms=ex.get_transformations(resize_dim=size, crop_dim=size))
+dl = DataLoader(dataset=ds, batch_size=batch, backend=ex.get_backend())
+t = time.perf_counter()
+feats = ex.extract_features(batches=dl, module_name=node, flatten_acts=False)
+dt = time.perf_counter() - t
+import torch, torchvision
+print(json.dumps({"images": len(feats), "seconds": dt, "shape": list(feats.shape[1:]),
+                  "torch": torch.__version__, "torchvision": torchvision.__version__}))
+"""
+
+
+def bare_forward(backbone: str, paths: list[str], size: int, batch: int, precision: str, weights: str) -> float:
+    """Images/s of the model alone on preloaded uint8 tensors (normalisation included)."""
+    import torch
+
+    from hue import extract, models
+
+    model, _ = models.bottleneck(backbone, weights)
+    files = extract.ImageFiles(paths, size)
+    preloaded = torch.stack([files[i] for i in range(len(files))])  # (N, 3, S, S) uint8
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = extract.resolve_precision(precision, device)
+    model = model.to(device)
+    extract.forward_batch(model, preloaded[:batch], device, dtype)  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(preloaded), batch):
+        extract.forward_batch(model, preloaded[i:i + batch], device, dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(preloaded) / (time.perf_counter() - start)
+
+
+@app.command()
+def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0,
+         thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
+    """Run the three extractions side by side and print the ratios."""
+    import torch
+
+    from hue import config, extract, models, paths, shards
+
+    import torchvision.models  # noqa: F401  one-time import cost (~3 s here) is start-up, not throughput
+
+    params = config.load("extract")
+    frame = shards.read_parquet(paths.manifest(dataset))
+    if images:
+        frame = frame.iloc[:images]
+    size = params.image_size or models.get(backbone).input_size
+    print(f"{dataset}: {len(frame)} images at {size}px through {backbone}, batch {params.batch_size}, "
+          f"precision {params.precision}, workers {params.workers}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"cuda {torch.cuda.is_available()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        shards.write_parquet(Path(tmp) / "m.parquet", frame)
+        start = time.perf_counter()
+        extract.run(dataset, backbone, params, Path(tmp) / "m.parquet", Path(tmp) / "out")
+        stage = len(frame) / (time.perf_counter() - start)
+    bare = bare_forward(backbone, frame["path"].tolist(), size, params.batch_size, params.precision, params.weights)
+    print(f"extract stage      {stage:8.1f} img/s")
+    print(f"bare forward       {bare:8.1f} img/s")
+    print(f"ratio stage / bare: {stage / bare:.2f} (target >= 0.9)")
+    if thingsvision_python:
+        root = Path(frame["path"].iloc[0]).parents[1]
+        out = subprocess.run([thingsvision_python, "-c", THINGSVISION_SNIPPET, str(root), str(size),
+                              str(params.batch_size), backbone, models.get(backbone).node],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"thingsvision failed: {out.stderr.strip().splitlines()[-1]}")
+            sys.exit(1)
+        tv = json.loads(out.stdout.strip().splitlines()[-1])
+        tv_rate = tv["images"] / tv["seconds"]
+        print(f"thingsvision       {tv_rate:8.1f} img/s  ({tv['images']} images of {root}, output {tv['shape']}, "
+              f"torch {tv['torch']}, torchvision {tv['torchvision']})")
+        print(f"ratio stage / thingsvision: {stage / tv_rate:.2f} (target > 1)")
+
+
+if __name__ == "__main__":
+    app()

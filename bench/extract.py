@@ -46,13 +46,13 @@ def bare_forward(backbone: str, paths: list[str], size: int, batch: int, precisi
     """Images/s of the model alone on preloaded uint8 tensors (normalisation included)."""
     import torch
 
-    from hue import extract, models
+    from hue import extract, models, tensors
 
     model, _ = models.bottleneck(backbone, weights)
     files = extract.ImageFiles(paths, size)
     preloaded = torch.stack([files[i] for i in range(len(files))])  # (N, 3, S, S) uint8
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = extract.resolve_precision(precision, device)
+    dtype = tensors.resolve_precision(precision, device)
     model = model.to(device)
     extract.forward_batch(model, preloaded[:batch], device, dtype)  # warm-up
     start = time.perf_counter()

@@ -148,7 +148,81 @@ class KnnParams:
         _require(self.query_block >= 1, s, "query_block", self.query_block, "an integer >= 1")
 
 
-SECTIONS: dict[str, type] = {"data": DataParams, "extract": ExtractParams, "index": IndexParams, "knn": KnnParams}
+TRAIN_LOSSES = ("onehot", "hue")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """Section `train`: training from scratch, one run per dataset x arch x fold x loss."""
+
+    archs: tuple[str, ...] = ("resnet18",)  # hue.models.TRAINABLE names
+    epochs: int = 100  # the papers' protocol
+    batch_size: int = 64
+    image_size: int = 224  # square crop side; images are decoded once at 8/7 of it
+    val_fraction: float = 0.2  # share of the training folds held out for validation
+    lr: float = 1e-3  # Adam's PyTorch default
+    seed: int = 0  # init, split, order and augmentation seed (same for one-hot and hue: paired)
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        from hue import models
+
+        s = "train"
+        _require(len(self.archs) > 0, s, "archs", list(self.archs), "a non-empty list")
+        for a in self.archs:
+            _require(a in models.TRAINABLE, s, "archs", a, f"one of {sorted(models.TRAINABLE)}")
+        _require(self.epochs >= 1, s, "epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 2, s, "batch_size", self.batch_size, "an integer >= 2")
+        _require(self.image_size >= 16, s, "image_size", self.image_size, "an integer >= 16")
+        _require(0 < self.val_fraction < 1, s, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _require(self.lr > 0, s, "lr", self.lr, "a number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossParams:
+    """Section `loss`: the activation hue term (read by the hue runs only)."""
+
+    hue_weight: float = 1.0  # w in L = CE + w * L_hue (1.0 = the papers' equal weighting)
+    form: str = "softmax"  # softmax (main paper, Eq. 4-5) | l2 (extended paper)
+    labels: str = "circle"  # circle | circle_random | discrete | uniform | centered
+    distance_scale: float | None = None  # divisor of d_c in Eq. 5; None = 2M as written
+    seed: int = 0  # seed of circle_random / uniform labels
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        from hue.losses import FORMS, LABEL_KINDS
+
+        s = "loss"
+        _require(self.hue_weight >= 0, s, "hue_weight", self.hue_weight, "a number >= 0")
+        _require(self.form in FORMS, s, "form", self.form, f"one of {list(FORMS)}")
+        _require(self.labels in LABEL_KINDS, s, "labels", self.labels, f"one of {list(LABEL_KINDS)}")
+        _require(self.distance_scale is None or self.distance_scale > 0, s, "distance_scale",
+                 self.distance_scale, "null (= 2M) or a number > 0")
+
+    def scale(self, n_classes: int) -> float:
+        """The divisor of Eq. 5 for M classes."""
+        return self.distance_scale if self.distance_scale is not None else 2.0 * n_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserveParams:
+    """Section `observe`: the papers' observations as numbers (SPEC section 3)."""
+
+    n_permutations: int = 200  # shuffled-label baselines for the per-class R
+    hue_fit_vectors: int = 50_000  # memory pixel vectors the hue plane is fitted on
+    hue_max_vectors: int = 200_000  # pixel vectors whose hue is measured (seeded sample of images)
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Check ranges."""
+        s = "observe"
+        _require(self.n_permutations >= 1, s, "n_permutations", self.n_permutations, "an integer >= 1")
+        _require(self.hue_fit_vectors >= 2, s, "hue_fit_vectors", self.hue_fit_vectors, "an integer >= 2")
+        _require(self.hue_max_vectors >= 1, s, "hue_max_vectors", self.hue_max_vectors, "an integer >= 1")
+
+
+SECTIONS: dict[str, type] = {"data": DataParams, "extract": ExtractParams, "index": IndexParams, "knn": KnnParams,
+                             "train": TrainParams, "loss": LossParams, "observe": ObserveParams}
 
 
 def _check_type(section: str, key: str, value: Any, hint: Any) -> Any:

@@ -122,3 +122,39 @@ def bottleneck(name: str, weights: str, seed: int = 0) -> tuple[Bottleneck, str]
     """The eval-mode bottleneck extractor of backbone `name` and its weights id."""
     model, weights_id = build(name, weights, seed)
     return Bottleneck(model.eval(), get(name).node).eval(), weights_id
+
+
+# --- training from scratch -----------------------------------------------------------------
+
+# arch -> attribute holding its final classifier; adding a torchvision architecture is one line
+TRAINABLE: dict[str, str] = {
+    "resnet18": "fc",
+    "resnet50": "fc",
+    "efficientnet_b0": "classifier",
+    "densenet201": "classifier",
+}
+
+
+class HueNet(nn.Module):
+    """A torchvision classifier (random init) with a hue head beside its class head.
+
+    forward: images (B, 3, S, S) -> logits (B, M), theta' (B, 2), pooled features (B, F).
+    """
+
+    def __init__(self, arch: str, num_classes: int):
+        super().__init__()
+        from torchvision.models import get_model
+
+        if arch not in TRAINABLE:
+            raise ModelError(f"unknown training arch {arch!r}; known: {sorted(TRAINABLE)}")
+        self.body = get_model(arch, weights=None, num_classes=num_classes)
+        attr = TRAINABLE[arch]
+        self.classifier = getattr(self.body, attr)  # dropout (EfficientNet) stays in the class head
+        setattr(self.body, attr, nn.Identity())  # body now ends at the pooled bottleneck features
+        in_features = [m for m in self.classifier.modules() if isinstance(m, nn.Linear)][0].in_features
+        self.hue_head = nn.Linear(in_features, 2)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class logits, predicted hue point and pooled features."""
+        features = self.body(images)  # (B, F)
+        return self.classifier(features), self.hue_head(features), features

@@ -57,3 +57,49 @@ def figure4_data(dataset: str) -> Path:
 def figure4_png(dataset: str) -> Path:
     """Figure 4 as a picture."""
     return PLOTS / "knn" / f"{dataset}-accuracy.png"
+
+
+def run_name(dataset: str, arch: str, loss: str, fold: int) -> str:
+    """The name of one training run."""
+    return f"{dataset}-{arch}-{loss}-fold{fold}"
+
+
+def checkpoint(dataset: str, arch: str, loss: str, fold: int) -> Path:
+    """A training run's resumable checkpoint."""
+    return DATA / "models" / dataset / arch / loss / f"fold{fold}.pt"
+
+
+def train_log(dataset: str, arch: str, loss: str, fold: int) -> Path:
+    """Per-epoch log of a training run (DVC plots)."""
+    return PLOTS / "train" / f"{run_name(dataset, arch, loss, fold)}.csv"
+
+
+def train_metrics(dataset: str, arch: str, loss: str, fold: int) -> Path:
+    """Final metrics of a training run."""
+    return METRICS / "train" / f"{run_name(dataset, arch, loss, fold)}.json"
+
+
+SUMMARY = METRICS / "summary.json"
+TABLE1_MD = PLOTS / "table1.md"
+TABLE1_CSV = PLOTS / "table1.csv"
+ONEHOT_VS_HUE = PLOTS / "onehot_vs_hue.png"
+
+
+def observe_metrics(dataset: str, backbone: str) -> Path:
+    """The observations as numbers."""
+    return METRICS / "observe" / f"{dataset}-{backbone}.json"
+
+
+def observe_plot(dataset: str, backbone: str, name: str) -> Path:
+    """One observation figure or plot-data file."""
+    return PLOTS / "observe" / f"{dataset}-{backbone}-{name}"
+
+
+def observe_maps(dataset: str, backbone: str) -> Path:
+    """The maps behind the observation figures (grid arrays, conditional maps, class angles)."""
+    return DATA / "observe" / dataset / backbone / "maps.json"
+
+
+def energy_grid(dataset: str) -> Path:
+    """Energy maps of every backbone of a dataset."""
+    return PLOTS / "observe" / f"{dataset}-energy-grid.png"

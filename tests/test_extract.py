@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hue import config, datasets, extract, manifest, models, shards
+from hue import config, datasets, extract, manifest, models, shards, tensors
 from tests.conftest import make_image
 
 
@@ -35,12 +35,6 @@ def test_centred_positions_y_up():
     assert set(xs) == {-0.5, 0.5} and ys[0] == 0.5
 
 
-def test_precision_resolution():
-    assert extract.resolve_precision("fp32", torch.device("cuda")) == torch.float32
-    assert extract.resolve_precision("auto", torch.device("cuda")) == torch.bfloat16
-    assert extract.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
-
-
 @pytest.fixture
 def tiny_manifest(in_tmp):
     root = in_tmp / "imgs"
@@ -65,13 +59,13 @@ def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):
     net, _ = models.bottleneck("resnet18", "random", 0)
     batch = torch.stack([extract.ImageFiles(frame["path"].tolist(), 64)[i] for i in range(12)])
     with torch.no_grad():
-        d = extract.descriptors(net(extract.normalise(batch)))
+        d = extract.descriptors(net(tensors.normalise(batch)))
     pix = store.vectors("pixel", np.arange(12))
     assert pix.shape == (48, 512)
     assert np.allclose(pix, d["pixel"].reshape(48, 512).numpy(), atol=2e-3)
     assert np.allclose(store.vectors("gap", np.array([3, 7])), d["gap"][[3, 7]].numpy(), atol=2e-3)
     flat = store.vectors("flat", np.array([5]))
-    assert np.allclose(flat, extract.flat_descriptor(net(extract.normalise(batch[5:6]))).detach().numpy(), atol=2e-3)
+    assert np.allclose(flat, extract.flat_descriptor(net(tensors.normalise(batch[5:6]))).detach().numpy(), atol=2e-3)
     pixels = store.pixels()
     assert len(pixels) == 48 and pixels["image"].tolist()[:5] == [0, 0, 0, 0, 1]
     assert np.allclose(pixels["energy"].to_numpy()[:4], d["energy"][0].ravel().numpy(), rtol=1e-4)

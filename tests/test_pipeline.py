@@ -14,6 +14,7 @@ SHRUNK: dict = {
     "extract": {"image_size": 64},
     "index": {"n_trees": 5},
     "knn": {"reference_images": 20},
+    "train": {"epochs": 1, "image_size": 16, "batch_size": 32},
 }
 
 
@@ -22,7 +23,14 @@ def reproduced(tmp_path_factory):
     """One full `dvc repro` shared by the assertions below."""
     repo = copy_repo(tmp_path_factory.mktemp("repo"), SHRUNK)
     run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
     return repo
+
+
+def ran(stdout: str) -> list[str]:
+    """Names of the stages a dvc command really ran (not restored from the run cache)."""
+    return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")]
 
 
 def test_download_stage_writes_manifest_and_metrics(reproduced):
@@ -48,6 +56,39 @@ def test_knn_stage_reports_every_descriptor_with_recall(reproduced):
 def test_second_repro_runs_nothing(reproduced):
     out = run(["dvc", "repro"], reproduced).stdout
     assert "Running stage" not in out
+
+
+def test_aggregate_writes_table1_with_paired_comparison(reproduced):
+    summary = json.loads((reproduced / "metrics/summary.json").read_text())
+    row = summary["train"]["digits/resnet18"]
+    assert row["n_folds"] == 2 and set(row["onehot_per_fold"]) == set(row["hue_per_fold"]) == {"0", "1"}
+    assert "p_value" in row and "delta" in row and set(summary["knn"]["digits/resnet18"]) == {"pixel", "gap", "gmp", "flat"}
+    assert "| digits | resnet18 |" in (reproduced / "plots/table1.md").read_text()
+    log = pd.read_csv(reproduced / "plots/train/digits-resnet18-hue-fold0.csv")
+    assert list(log["epoch"]) == [1] and log["loss_hue"].notna().all()
+
+
+def test_hue_weight_change_reruns_only_train_hue_and_aggregate(reproduced):
+    out = run(["dvc", "exp", "run", "-S", "loss.hue_weight=0.5"], reproduced).stdout
+    assert sorted(ran(out)) == ["aggregate", "train_hue@digits-resnet18-0", "train_hue@digits-resnet18-1"]
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], reproduced).stdout)
+    changed = diff["metrics/summary.json"]
+    assert any(k.startswith("train.digits/resnet18.hue") for k in changed)
+    assert not any(k.startswith("train.digits/resnet18.onehot") for k in changed)
+    hue_run = json.loads((reproduced / "metrics/train/digits-resnet18-hue-fold0.json").read_text())
+    assert hue_run["hue_weight"] == 0.5
+    run(["git", "checkout", "--", "."], reproduced)  # back to the baseline for the tests below
+    run(["dvc", "checkout", "-f"], reproduced)
+
+
+def test_observe_stage_writes_statistics_and_figures(reproduced):
+    m = json.loads((reproduced / "metrics/observe/digits-resnet18.json").read_text())
+    assert set(m) >= {"energy", "match_locations", "conditional", "activation_hue"}
+    assert len(m["match_locations"]["per_class"]) == 10 and "permutation_p" in m["match_locations"]["per_class"]["0"]
+    assert 0 <= m["activation_hue"]["pooled"]["R"] <= 1
+    for name in ("energy", "matches", "polar", "conditional"):
+        assert (reproduced / f"plots/observe/digits-resnet18-{name}.png").stat().st_size > 1000
+    assert (reproduced / "plots/observe/digits-energy-grid.png").exists()
 
 
 def test_offline_registry_dataset_fails_in_one_line(reproduced):

@@ -1,0 +1,25 @@
+"""Train stage: one from-scratch run of ARCH on DATASET, held-out FOLD, one-hot or hue loss."""
+
+import typer
+
+from hue import config, paths, train
+from hue.cli import guarded
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+@guarded
+def main(loss: str, dataset: str, arch: str, fold: int) -> None:
+    """Train ARCH on DATASET with held-out FOLD; LOSS is 'onehot' (reads no loss.* param) or 'hue'."""
+    if loss not in config.TRAIN_LOSSES:
+        raise config.ConfigError(f"loss must be one of {list(config.TRAIN_LOSSES)}, not {loss!r}")
+    cfg = config.load("train")
+    loss_cfg = config.load("loss") if loss == "hue" else train.ONEHOT
+    train.run(dataset, arch, fold, loss, cfg, loss_cfg, paths.manifest(dataset),
+              paths.checkpoint(dataset, arch, loss, fold), paths.train_log(dataset, arch, loss, fold),
+              paths.train_metrics(dataset, arch, loss, fold))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,107 @@
+"""Training: augmentation, a tiny run end to end, resume after a kill, divergence."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hue import config, datasets, manifest, shards, train
+from tests.conftest import make_image
+
+TINY = config.build("train", {"epochs": 2, "batch_size": 8, "image_size": 16, "val_fraction": 0.25})
+HUE = config.build("loss", {})
+
+
+def test_augment_crops_and_flips_exactly():
+    batch = torch.arange(2 * 3 * 6 * 6, dtype=torch.int64).reshape(2, 3, 6, 6).to(torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    out = train.augment(batch, 4, gen)
+    gen = torch.Generator().manual_seed(0)
+    off = torch.randint(0, 3, (2, 2), generator=gen)
+    flip = torch.rand(2, generator=gen) < 0.5
+    for b in range(2):
+        t, l = off[0, b].item(), off[1, b].item()
+        crop = batch[b, :, t:t + 4, l:l + 4]
+        assert torch.equal(out[b], crop.flip(-1) if flip[b] else crop)
+
+
+def test_center_crop():
+    batch = torch.arange(36, dtype=torch.uint8).reshape(1, 1, 6, 6)
+    assert train.center(batch, 2)[0, 0].tolist() == [[14, 15], [20, 21]]
+
+
+def test_split_is_stratified_and_disjoint():
+    frame = pd.DataFrame({"label": np.repeat([0, 1], 20), "fold": np.tile(np.arange(4), 10)})
+    tr, va, te = train.split(frame, 1, 0.25, seed=0)
+    assert set(te) == set(np.flatnonzero(frame["fold"] == 1))
+    assert not (set(tr) & set(va)) and len(tr) + len(va) + len(te) == 40
+    assert np.bincount(frame["label"].to_numpy()[va]).tolist() == [4, 4]
+
+
+@pytest.fixture
+def tiny(in_tmp):
+    root = in_tmp / "imgs"
+    for c, base in (("a", 0), ("b", 100), ("c", 200)):
+        for i in range(8):
+            make_image(root / c / f"{i}.png", size=(20, 20), seed=base + i)
+    params = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
+    frame, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
+    shards.write_parquet(in_tmp / "m.parquet", frame)
+    return in_tmp
+
+
+def outputs(tmp, kind="hue"):
+    return tmp / f"{kind}.pt", tmp / f"{kind}.csv", tmp / f"{kind}.json"
+
+
+def test_tiny_run_end_to_end(tiny):
+    m = train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny))
+    log = pd.read_csv(tiny / "hue.csv")
+    assert log["epoch"].tolist() == [1, 2] and log["lr"].iloc[0] == pytest.approx(1e-3)
+    assert {"loss_ce", "loss_hue", "loss_total", "val_accuracy", "test_accuracy", "images_per_second"} <= set(log)
+    assert 0 <= m["test_accuracy"] <= 1 and m["hue_test_accuracy"] is not None and m["n_test"] == 12
+    assert m["distance_scale"] == 6.0  # 2M for M = 3
+    assert json.loads((tiny / "hue.json").read_text()) == m
+    onehot = train.run("t", "resnet18", 0, "onehot", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "onehot"))
+    assert onehot["hue_test_accuracy"] is None and onehot["hue_weight"] == 0.0
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(tiny, monkeypatch):
+    full = train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "full"))
+    real, calls = train.train_epoch, {"n": 0}
+
+    def killed_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "cut"))
+    assert len(torch.load(tiny / "cut.pt", weights_only=False)["log"]) == 1  # epoch 1 was checkpointed
+    monkeypatch.setattr(train, "train_epoch", real)
+    calls["n"] = 0
+    resumed = train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "cut"))
+    drop = ("images_per_second",)
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in full.items() if k not in drop}
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tiny):
+    ckpt, csv, js = outputs(tiny)
+    train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", ckpt, csv, js)
+    other = config.build("loss", {"hue_weight": 0.5})
+    fp = train.fingerprint("t", "resnet18", 0, "hue", TINY, other, tiny / "m.parquet")
+    assert train.load_checkpoint(ckpt, fp) is None
+    ckpt.write_bytes(b"torn")
+    assert train.load_checkpoint(ckpt, fp) is None
+
+
+def test_divergence_stops_with_a_clear_message(tiny, monkeypatch):
+    from hue import losses
+
+    monkeypatch.setattr(losses, "hue_loss", lambda *a: torch.tensor(float("nan")))
+    with pytest.raises(train.TrainError, match="loss is not finite at epoch 1, batch 0 .*hue=nan.*lower train.lr"):
+        train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny))

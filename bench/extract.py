@@ -42,7 +42,7 @@ print(json.dumps({"images": len(feats), "seconds": dt, "shape": list(feats.shape
 """
 
 
-def bare_forward(backbone: str, paths: list[str], size: int, batch: int, precision: str, weights: str) -> float:
+def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: int, precision: str, weights: str) -> float:
     """Images/s of the model alone on preloaded uint8 tensors (normalisation included)."""
     import torch
 
@@ -77,8 +77,8 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0,
     frame = shards.read_parquet(paths.manifest(dataset))
     if images:
         frame = frame.iloc[:images]
-    size = params.image_size or models.get(backbone).input_size
-    print(f"{dataset}: {len(frame)} images at {size}px through {backbone}, batch {params.batch_size}, "
+    size = extract.input_size(frame, params, models.get(backbone).input_size)  # (W, H)
+    print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
           f"precision {params.precision}, workers {params.workers}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda {torch.cuda.is_available()}")
@@ -93,7 +93,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0,
     print(f"ratio stage / bare: {stage / bare:.2f} (target >= 0.9)")
     if thingsvision_python:
         root = Path(frame["path"].iloc[0]).parents[1]
-        out = subprocess.run([thingsvision_python, "-c", THINGSVISION_SNIPPET, str(root), str(size),
+        out = subprocess.run([thingsvision_python, "-c", THINGSVISION_SNIPPET, str(root), str(size[0]),
                               str(params.batch_size), backbone, models.get(backbone).node],
                              capture_output=True, text=True)
         if out.returncode != 0:

@@ -70,6 +70,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DTYPES = ("float16", "float32")
 DESCRIPTORS = ("pixel", "gap", "gmp", "flat")
 BACKENDS = ("annoy", "exact")
+RESIZES = ("square", "interactive")
+ACTIVENESS = ("next", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,8 @@ class ExtractParams:
     dtype: str = "float16"  # storage dtype of the vectors
     shard_rows: int = 65536  # pixel vectors per .npy shard (whole images per shard)
     workers: int = 2  # image decoding processes
+    resize: str = "square"  # square: image_size x image_size | interactive: aspect kept, area ~ `area`
+    area: int = 25600  # target area of the interactive resize (InterActive: 512^2 = 262144)
 
     def validate(self) -> None:
         """Check ranges and names."""
@@ -102,6 +106,8 @@ class ExtractParams:
         _require(self.shard_rows >= 1, s, "shard_rows", self.shard_rows, "an integer >= 1")
         _require(self.workers >= 0, s, "workers", self.workers, "an integer >= 0")
         _require(bool(self.weights), s, "weights", self.weights, "'imagenet', 'random' or a state-dict path")
+        _require(self.resize in RESIZES, s, "resize", self.resize, f"one of {list(RESIZES)}")
+        _require(self.area >= 32 * 32, s, "area", self.area, "an integer >= 1024")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,8 +227,46 @@ class ObserveParams:
         _require(self.hue_max_vectors >= 1, s, "hue_max_vectors", self.hue_max_vectors, "an integer >= 1")
 
 
+@dataclasses.dataclass(frozen=True)
+class InteractiveParams:
+    """Section `interactive`: InterActive features (aspect-kept resize + activeness), SPEC section 6."""
+
+    backbones: tuple[str, ...] = ("resnet18",)  # hue.models.INTERACTIVE_LAYERS names
+    weights: str = "random"  # imagenet | random | state-dict path, as extract.weights
+    layers: tuple[str, ...] | None = None  # layer nodes t; None = every listed layer of the backbone
+    activeness: tuple[str, ...] = ACTIVENESS  # next (T = t + 1) | last (T = the top)
+    p: tuple[int, ...] = (1, 2)  # norm of the score function f = C_p exp(-||x^(T)||_p^p)
+    area: int = 25600  # target area of the resize (the paper: 512^2 = 262144)
+    max_per_class: int | None = 30  # images per class (seeded); None = all
+    batch_size: int = 32
+    linear_c: float = 1.0  # inverse regularisation of the logistic-regression baseline
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        from hue import models
+
+        s = "interactive"
+        _require(len(self.backbones) > 0, s, "backbones", list(self.backbones), "a non-empty list")
+        for b in self.backbones:
+            _require(b in models.INTERACTIVE_LAYERS, s, "backbones", b, f"one of {sorted(models.INTERACTIVE_LAYERS)}")
+            known = models.INTERACTIVE_LAYERS[b][0]
+            for layer in self.layers or ():
+                _require(layer in known, s, "layers", layer, f"layers of {b}: {list(known)} (or null for all)")
+        for a in self.activeness:
+            _require(a in ACTIVENESS, s, "activeness", a, f"one of {list(ACTIVENESS)}")
+        for p in self.p:
+            _require(p in (1, 2), s, "p", p, "1 or 2")
+        _require(self.area >= 32 * 32, s, "area", self.area, "an integer >= 1024")
+        _require(self.max_per_class is None or self.max_per_class >= 2, s, "max_per_class", self.max_per_class,
+                 "null or an integer >= 2")
+        _require(self.batch_size >= 1, s, "batch_size", self.batch_size, "an integer >= 1")
+        _require(self.linear_c > 0, s, "linear_c", self.linear_c, "a number > 0")
+
+
 SECTIONS: dict[str, type] = {"data": DataParams, "extract": ExtractParams, "index": IndexParams, "knn": KnnParams,
-                             "train": TrainParams, "loss": LossParams, "observe": ObserveParams}
+                             "train": TrainParams, "loss": LossParams, "observe": ObserveParams,
+                             "interactive": InteractiveParams}
 
 
 def _check_type(section: str, key: str, value: Any, hint: Any) -> Any:

@@ -16,21 +16,41 @@ from hue import images, models, shards
 from hue.tensors import IMAGENET_MEAN, IMAGENET_STD, normalise, resolve_precision
 from hue.cli import progress
 from hue.config import ExtractParams
+from hue.errors import HueError
 
+
+
+class ExtractError(HueError):
+    """The images cannot be extracted as asked."""
 
 
 class ImageFiles(Dataset):
-    """Decoded, resized uint8 images (3, S, S) from manifest paths; normalisation is on the device."""
+    """Decoded, resized uint8 images (3, H, W) from manifest paths; normalisation is on the device."""
 
-    def __init__(self, paths: list[str], size: int):
-        self.paths, self.size = paths, size
+    def __init__(self, paths: list[str], size: int | tuple[int, int]):
+        self.paths = paths
+        self.size = (size, size) if isinstance(size, int) else size  # (W, H)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        img = images.load_rgb(Path(self.paths[i])).resize((self.size, self.size), resample=2)  # 2 = bilinear
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, S, S) uint8
+        img = images.load_rgb(Path(self.paths[i])).resize(self.size, resample=2)  # 2 = bilinear
+        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, H, W) uint8
+
+
+def input_size(frame: pd.DataFrame, params: ExtractParams, native: int) -> tuple[int, int]:
+    """(W, H) of every input: square, or InterActive's aspect-kept resize (one grid per dataset)."""
+    if params.resize == "square":
+        side = params.image_size or native
+        return side, side
+    sizes = {images.interactive_size(w, h, params.area) for w, h in zip(frame["width"], frame["height"])}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3])
+        raise ExtractError(f"extract.resize=interactive gives {len(sizes)} input shapes here ({shown}, ...) but an "
+                           "activation store holds one grid per dataset; use extract.resize=square for this dataset, "
+                           "or the interactive stage, which pools each image on its own")
+    return sizes.pop()
 
 
 def descriptors(fmap: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,7 +106,7 @@ def run(dataset: str, backbone: str, params: ExtractParams, manifest_path: Path,
     """The extract stage: write the activation store of DATASET through BACKBONE to `out`."""
     frame = shards.read_parquet(manifest_path)
     spec = models.get(backbone)
-    size = params.image_size or spec.input_size
+    size = input_size(frame, params, spec.input_size)  # (W, H)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_precision(params.precision, device)
     model, weights_id = models.bottleneck(backbone, params.weights, params.seed)
@@ -114,8 +134,8 @@ def run(dataset: str, backbone: str, params: ExtractParams, manifest_path: Path,
         info = {
             "dataset": dataset, "backbone": backbone, "node": spec.node, "post_relu": spec.post_relu,
             "grid": list(grid), "channels": int(channels), "weights": params.weights, "weights_id": weights_id,
-            "transform": {"resize": "square", "size": size, "interpolation": "bilinear", "mean": IMAGENET_MEAN,
-                          "std": IMAGENET_STD},
+            "transform": {"resize": params.resize, "size": list(size), "interpolation": "bilinear",
+                          "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
             "dtype": params.dtype, "precision": str(dtype).replace("torch.", ""), "n_images": len(frame),
             "n_pixels": len(pix), "n_shards": n_shards, "images_per_shard": writer.images_per_shard,
             "versions": {"torch": torch.__version__, "torchvision": _tv_version(), "numpy": np.__version__,

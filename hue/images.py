@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,11 @@ def inspect(path: Path) -> Check:
     if width == 0 or height == 0:
         return Check(False, reason="corrupt")
     return Check(True, width, height, mode)
+
+
+def interactive_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[int, int]:
+    """Aspect ratio kept, width * height ~ area, both sides multiples of `multiple`: -> (W, H)."""
+    scale = math.sqrt(area / (width * height))
+    w = max(multiple, round(width * scale / multiple) * multiple)
+    h = max(multiple, round(height * scale / multiple) * multiple)
+    return w, h

@@ -158,3 +158,18 @@ class HueNet(nn.Module):
         """Class logits, predicted hue point and pooled features."""
         features = self.body(images)  # (B, F)
         return self.classifier(features), self.hue_head(features), features
+
+
+# --- InterActive layers --------------------------------------------------------------------
+
+# backbone -> (ordered layers t to take features from, the top node T of the 'last' configuration).
+# 'next' for layer i uses layer i + 1, and the top node after the last listed layer (the paper's
+# pool-5 -> fc6 step).
+INTERACTIVE_LAYERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "resnet18": (("layer1", "layer2", "layer3", "layer4"), "fc"),
+    "resnet50": (("layer1", "layer2", "layer3", "layer4"), "fc"),
+    "vgg16": (("features.15", "features.22", "features.29"), "classifier.6"),  # conv-3-3, 4-3, 5-3
+    "densenet201": (("features.denseblock2", "features.denseblock3", "relu"), "classifier"),
+    "efficientnet_b0": (("features.5", "features.6", "features.7", "features.8"), "classifier.1"),
+    "inception_v3": (("Mixed_6e", "Mixed_7b", "Mixed_7c"), "fc"),
+}

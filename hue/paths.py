@@ -103,3 +103,13 @@ def observe_maps(dataset: str, backbone: str) -> Path:
 def energy_grid(dataset: str) -> Path:
     """Energy maps of every backbone of a dataset."""
     return PLOTS / "observe" / f"{dataset}-energy-grid.png"
+
+
+def interactive_metrics(dataset: str, backbone: str) -> Path:
+    """InterActive accuracies per configuration and layer."""
+    return METRICS / "interactive" / f"{dataset}-{backbone}.json"
+
+
+def interactive_table(dataset: str, backbone: str) -> Path:
+    """The paper-style InterActive table."""
+    return PLOTS / "interactive" / f"{dataset}-{backbone}.md"

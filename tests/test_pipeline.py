@@ -15,6 +15,8 @@ SHRUNK: dict = {
     "index": {"n_trees": 5},
     "knn": {"reference_images": 20},
     "train": {"epochs": 1, "image_size": 16, "batch_size": 32},
+    "observe": {"n_permutations": 20},
+    "interactive": {"area": 4096, "max_per_class": 6, "layers": ["layer3", "layer4"]},
 }
 
 
@@ -89,6 +91,25 @@ def test_observe_stage_writes_statistics_and_figures(reproduced):
     for name in ("energy", "matches", "polar", "conditional"):
         assert (reproduced / f"plots/observe/digits-resnet18-{name}.png").stat().st_size > 1000
     assert (reproduced / "plots/observe/digits-energy-grid.png").exists()
+
+
+def test_interactive_stage_writes_metrics_and_the_paper_table(reproduced):
+    m = json.loads((reproduced / "metrics/interactive/digits-resnet18.json").read_text())
+    assert set(m["configs"]) == {"orig_avg", "orig_max", "next_p1", "next_p2", "last_p1", "last_p2"}
+    cell = m["configs"]["last_p2"]["layer4"]
+    assert set(cell["knn_per_fold"]) == {"0", "1"} and 0 <= cell["linear"] <= 1
+    table = (reproduced / "plots/interactive/digits-resnet18.md").read_text()
+    assert "| ORIG avg |" in table and "| last, p=2 |" in table and "| configuration | layer3 | layer4 |" in table
+
+
+def test_interactive_resize_in_the_main_extract(reproduced):
+    out = run(["dvc", "exp", "run", "-S", "extract.resize=interactive", "-S", "extract.area=4096",
+               "knn@digits-resnet18"], reproduced).stdout
+    assert "extract@digits-resnet18" in " ".join(ran(out))
+    info = json.loads((reproduced / "data/activations/digits/resnet18/manifest.json").read_text())
+    assert info["transform"] == {**info["transform"], "resize": "interactive", "size": [64, 64]}
+    run(["git", "checkout", "--", "."], reproduced)
+    run(["dvc", "checkout", "-f"], reproduced)
 
 
 def test_offline_registry_dataset_fails_in_one_line(reproduced):

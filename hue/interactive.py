@@ -99,9 +99,10 @@ class Taps(nn.Module):
         return self.body(x)
 
 
-def batch_features(taps: Taps, batch: torch.Tensor, layers: tuple[str, ...], plan: dict, ps: tuple[int, ...]) -> dict:
+def batch_features(taps: Taps, batch: torch.Tensor, layers: tuple[str, ...], plan: dict, ps: tuple[int, ...],
+                   device: torch.device = torch.device("cpu")) -> dict:
     """Every configuration's feature for one batch: {(config, layer): (B, C) float32}."""
-    x = normalise(batch).requires_grad_(True)  # the graph runs from the input: weights need no grad
+    x = normalise(batch.to(device)).requires_grad_(True)  # the graph runs from the input: weights need no grad
     with torch.enable_grad():
         out = taps(x)
         feats = {}
@@ -122,15 +123,16 @@ def extract_features(frame: pd.DataFrame, backbone: str, params: InteractivePara
     all_layers, top = models.INTERACTIVE_LAYERS[backbone]
     layers = params.layers or all_layers
     plan = targets(layers, all_layers, top, params.activeness)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, _ = models.build(backbone, params.weights, params.seed)
     model.eval().requires_grad_(False)
-    taps = Taps(model, sorted(set(layers) | set(plan)))
+    taps = Taps(model, sorted(set(layers) | set(plan))).to(device)
     sizes = [interactive_size(w, h, params.area) for w, h in zip(frame["width"], frame["height"])]
     parts: dict = defaultdict(list)
     order = []
     for idx in progress(buckets(sizes, params.batch_size), desc=f"interactive {backbone}", unit="batch"):
         batch = load_batch(frame["path"].iloc[idx].tolist(), sizes[idx[0]])
-        for key, value in batch_features(taps, batch, layers, plan, params.p).items():
+        for key, value in batch_features(taps, batch, layers, plan, params.p, device).items():
             parts[key].append(value)
         order.append(idx)
     inverse = np.argsort(np.concatenate(order))  # back to manifest order

@@ -75,3 +75,30 @@ def test_annoy_recall_is_measured_against_exact_search():
 
 def test_recall_at_k_counts_overlap():
     assert knn.recall_at_k(np.array([[1, 2, 3, 4]]), np.array([[4, 3, 9, 8]])) == 0.5
+
+
+class StubStore:
+    manifest = {"dataset": "d", "backbone": "b", "weights": "random", "weights_id": "random:seed=0"}
+
+
+@pytest.mark.parametrize("backend, fails", [("annoy", True), ("exact", False)])
+def test_low_annoy_recall_fails_with_the_knobs_to_turn(tmp_path, monkeypatch, backend, fails):
+    from hue import config, shards
+
+    folder = tmp_path / "fold0"
+    shards.write_json(folder / "info.json", {"n_trees": 7, "descriptors": {"gap": {}}})
+    measured = {"accuracy": 0.8, "recall_at_k": 0.42, "agreement": 0.9, "n_queries": 5, "search_seconds": 0.1,
+                "queries_per_second": 50.0, "neighbours": None}
+    monkeypatch.setattr(knn, "evaluate_fold", lambda *a: dict(measured))
+    params = config.build("knn", {"descriptors": ["gap"], "search_k": 100, "backend": backend})
+    out = tmp_path / "m.json"
+    if not fails:  # with the exact backend Annoy's recall is reported, not enforced
+        assert knn.run(StubStore(), {0: folder}, params, tmp_path / "x.parquet", out)["descriptors"]["gap"][
+            "recall_at_k"] == 0.42
+        return
+    with pytest.raises(knn.KnnError) as err:
+        knn.run(StubStore(), {0: folder}, params, tmp_path / "x.parquet", out)
+    msg = str(err.value)
+    assert msg.startswith("d/b fold 0 gap: Annoy recall@10 = 0.420 < knn.min_recall = 0.9; raise knn.search_k (now 100)")
+    assert "index.n_trees (now 7)" in msg and "index.pca_dim" in msg and "knn.backend: exact" in msg
+    assert not out.exists()  # nothing written

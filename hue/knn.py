@@ -170,14 +170,13 @@ def evaluate_fold(store: shards.ActivationStore, folder: Path, fold: int, descri
     memory_labels = labels[memory_ids // p]  # (M,)
     class_counts = np.bincount(memory_labels, minlength=n_classes)
     groups = query_groups(descriptor, len(queries_img), store.n_positions)
+    memory = index.project(store.vectors(descriptor, np.unique(memory_ids // p)), pca)  # (M, D), item order
 
     start = time.perf_counter()
-    memory = None
     if params.backend == "annoy":
         ann = index.load_annoy(folder, descriptor, queries.shape[1])
         dist, item = annoy_search(ann, queries, params.k, params.search_k)
     else:
-        memory = index.project(store.vectors(descriptor, np.unique(memory_ids // p)), pca)
         dist, item = exact_search(queries, memory, params.k, params.query_block)
     seconds = time.perf_counter() - start
 
@@ -189,8 +188,6 @@ def evaluate_fold(store: shards.ActivationStore, folder: Path, fold: int, descri
     rng = np.random.default_rng(params.seed + fold)
     ref_img = np.sort(rng.choice(len(queries_img), min(params.reference_images, len(queries_img)), replace=False))
     ref_rows = np.flatnonzero(np.isin(groups, ref_img))
-    if memory is None:
-        memory = index.project(store.vectors(descriptor, np.unique(memory_ids // p)), pca)
     ref_dist, ref_item = exact_search(queries[ref_rows], memory, params.k, params.query_block)
     if params.backend == "annoy":
         ann_item = item[ref_rows]

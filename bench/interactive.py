@@ -29,7 +29,7 @@ def main(dataset: str = "digits", backbone: str = "", repeats: int = 2) -> None:
     params = config.load("interactive")
     backbone = backbone or params.backbones[0]
     frame = interactive.sample(shards.read_parquet(paths.manifest(dataset)), params.max_per_class, params.seed)
-    all_layers, top = models.INTERACTIVE_LAYERS[backbone]
+    all_layers, top = models.interactive_layers(backbone)
     layers = params.layers or all_layers
     plan = interactive.targets(layers, all_layers, top, params.activeness)
     model, _ = models.build(backbone, params.weights, params.seed)

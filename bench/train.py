@@ -3,8 +3,9 @@
     python bench/train.py                       # digits, params.yaml train section
     python bench/train.py --arch efficientnet_b0 --image-size 224 --batch-size 256   # on a GPU
 
-Same model, batch size, precision and loss (one-hot + hue); the loop includes cropping,
-flipping and normalising from the uint8 cache, the host syncs for logging and the NaN check.
+Same model, batch size, precision, loss (one-hot + hue) and step function (hue.train.train_step);
+the loop adds cropping, flipping and normalising from the uint8 cache, the host syncs for
+logging and the NaN check.
 """
 
 from __future__ import annotations
@@ -63,12 +64,7 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
     scale = loss.scale(data.n_classes)
 
     def step():
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits, theta, _ = model(x)
-        parts = losses.combined(logits.float(), theta.float(), y, labels_2d, loss.hue_weight, loss.form, scale)
-        opt.zero_grad(set_to_none=True)
-        parts.total.backward()
-        opt.step()
+        train.train_step(model, opt, x, y, labels_2d, loss, scale, device, dtype)  # the loop's own step
 
     model.train()
     for _ in range(3):

@@ -21,6 +21,10 @@ def guarded(fn: Callable) -> Callable:
         except HueError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
+        except FileNotFoundError as err:  # an input of an upstream stage is missing
+            what = err.filename or str(err)
+            typer.echo(f"error: {what} not found: run the stages before this one first (dvc repro)", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: outputs were not written; rerun to start over", err=True)
             raise typer.Exit(130) from None

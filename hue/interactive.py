@@ -120,7 +120,7 @@ def batch_features(taps: Taps, batch: torch.Tensor, layers: tuple[str, ...], pla
 
 def extract_features(frame: pd.DataFrame, backbone: str, params: InteractiveParams) -> dict:
     """Features of every image for every configuration and layer: {(config, layer): (N, C)}."""
-    all_layers, top = models.INTERACTIVE_LAYERS[backbone]
+    all_layers, top = models.interactive_layers(backbone)
     layers = params.layers or all_layers
     plan = targets(layers, all_layers, top, params.activeness)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,7 +211,7 @@ def run(dataset: str, backbone: str, params: InteractiveParams, run_folds: tuple
     frame = sample(shards.read_parquet(manifest_path), params.max_per_class, params.seed)
     features = extract_features(frame, backbone, params)
     results = evaluate(features, frame["label"].to_numpy(), frame["fold"].to_numpy(), run_folds, params, k, eps)
-    layers = params.layers or models.INTERACTIVE_LAYERS[backbone][0]
+    layers = params.layers or models.interactive_layers(backbone)[0]
     metrics = {"dataset": dataset, "backbone": backbone, "weights": params.weights, "area": params.area,
                "n_images": len(frame), "layers": list(layers), "configs": results}
     shards.write_json(metrics_out, metrics)

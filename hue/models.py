@@ -173,3 +173,10 @@ INTERACTIVE_LAYERS: dict[str, tuple[tuple[str, ...], str]] = {
     "efficientnet_b0": (("features.5", "features.6", "features.7", "features.8"), "classifier.1"),
     "inception_v3": (("Mixed_6e", "Mixed_7b", "Mixed_7c"), "fc"),
 }
+
+
+def interactive_layers(name: str) -> tuple[tuple[str, ...], str]:
+    """InterActive layer list and top node of a backbone, failing with the known names."""
+    if name not in INTERACTIVE_LAYERS:
+        raise ModelError(f"no InterActive layer list for backbone {name!r}; known: {sorted(INTERACTIVE_LAYERS)}")
+    return INTERACTIVE_LAYERS[name]

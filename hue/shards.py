@@ -138,7 +138,7 @@ class ActivationStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         if not (self.folder / "manifest.json").exists():
-            raise FileNotFoundError(f"{self.folder}/manifest.json missing: run the extract stage first")
+            raise FileNotFoundError(2, "missing: run the extract stage first", str(self.folder / "manifest.json"))
         self.manifest = read_json(self.folder / "manifest.json")
         self.images = read_parquet(self.folder / "images.parquet")
         self.grid = tuple(self.manifest["grid"])  # (H, W)

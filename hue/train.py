@@ -107,6 +107,18 @@ def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, labels_2d: torch.Tensor, loss: LossParams, scale: float,
+               device: torch.device, dtype: torch.dtype) -> tuple[losses.LossParts, torch.Tensor]:
+    """One forward, backward and Adam step on a ready batch: x (B, 3, S, S), y (B,) -> (loss parts, logits)."""
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits, theta, _ = model(x)
+    parts = losses.combined(logits.float(), theta.float(), y, labels_2d, loss.hue_weight, loss.form, scale)
+    opt.zero_grad(set_to_none=True)
+    parts.total.backward()
+    opt.step()
+    return parts, logits
+
+
 def train_epoch(model, opt, data: Data, labels_2d: torch.Tensor, loss: LossParams, params: TrainParams,
                 epoch: int, device: torch.device, dtype: torch.dtype) -> dict:
     """One pass over the training split; returns mean loss parts, accuracy and images/s."""
@@ -122,12 +134,7 @@ def train_epoch(model, opt, data: Data, labels_2d: torch.Tensor, loss: LossParam
         if len(idx) < 2:  # BatchNorm needs two samples
             continue
         x, y = to_input(augment(data.cache[idx], params.image_size, gen), device), data.labels[idx]
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits, theta, _ = model(x)
-        parts = losses.combined(logits.float(), theta.float(), y, labels_2d, loss.hue_weight, loss.form, scale)
-        opt.zero_grad(set_to_none=True)
-        parts.total.backward()
-        opt.step()
+        parts, logits = train_step(model, opt, x, y, labels_2d, loss, scale, device, dtype)
         n = len(idx)
         values = torch.stack([parts.ce, parts.hue, parts.total]).detach().cpu()  # host sync point
         if not torch.isfinite(values).all():

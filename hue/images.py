@@ -63,9 +63,33 @@ def inspect(path: Path) -> Check:
     return Check(True, width, height, mode)
 
 
-def interactive_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[int, int]:
-    """Aspect ratio kept, width * height ~ area, both sides multiples of `multiple`: -> (W, H)."""
+MAX_SIDE = 4  # the longer input side is at most MAX_SIDE * sqrt(area), a multiple of 32
+
+
+def _aspect_kept(width: int, height: int, area: int, multiple: int) -> tuple[int, int]:
+    """Aspect ratio kept, width * height ~ area, both sides multiples of `multiple` (at least one)."""
     scale = math.sqrt(area / (width * height))
-    w = max(multiple, round(width * scale / multiple) * multiple)
-    h = max(multiple, round(height * scale / multiple) * multiple)
-    return w, h
+    return (max(multiple, round(width * scale / multiple) * multiple),
+            max(multiple, round(height * scale / multiple) * multiple))
+
+
+def side_cap(area: int, multiple: int = 32) -> int:
+    """The longest side an input may have: MAX_SIDE * sqrt(area), down to a multiple of `multiple`."""
+    return max(multiple, int(MAX_SIDE * math.sqrt(area)) // multiple * multiple)
+
+
+def interactive_size(width: int, height: int, area: int, multiple: int = 32) -> tuple[int, int]:
+    """InterActive's resize: aspect kept, area ~ `area`, sides multiples of 32 -> (W, H).
+
+    A very elongated image would keep its short side at 32 and stretch the long one without
+    bound (100000 x 10 px at area 160^2 -> 16000 x 32, 20x the target area), so the long side is
+    capped at side_cap(area); such an image is squashed instead (see `capped`).
+    """
+    cap = side_cap(area, multiple)
+    w, h = _aspect_kept(width, height, area, multiple)
+    return min(w, cap), min(h, cap)
+
+
+def capped(width: int, height: int, area: int, multiple: int = 32) -> bool:
+    """Whether interactive_size had to cap this image's long side (its aspect is not kept)."""
+    return max(_aspect_kept(width, height, area, multiple)) > side_cap(area, multiple)

@@ -56,31 +56,61 @@ def build_annoy(vectors: np.ndarray, n_trees: int, seed: int):
     return index
 
 
-def load_annoy(folder: Path, descriptor: str, dim: int):
-    """Memory-map a saved index."""
-    from annoy import AnnoyIndex
+def shard_images(images: np.ndarray, shards: int) -> list[np.ndarray]:
+    """Split the memory images into `shards` contiguous groups (whole images, sizes within one)."""
+    return [part for part in np.array_split(images, min(shards, len(images))) if len(part)]
 
-    index = AnnoyIndex(dim, "angular")
-    index.load(str(folder / f"{descriptor}.ann"))
-    return index
+
+def pca_sample(store: shards.ActivationStore, descriptor: str, images: np.ndarray, seed: int) -> np.ndarray:
+    """Vectors of a seeded sample of memory images, about PCA_FIT_ROWS of them, to fit the PCA on."""
+    per_image = store.n_positions if descriptor == "pixel" else 1
+    n = max(1, PCA_FIT_ROWS // per_image)
+    chosen = images if len(images) <= n else np.sort(np.random.default_rng(seed).choice(images, n, replace=False))
+    return store.vectors(descriptor, chosen)
 
 
 def run(store: shards.ActivationStore, fold: int, descriptors: tuple[str, ...], params: IndexParams,
         out: Path) -> None:
-    """The index stage: one Annoy index per descriptor over the memory of held-out `fold`."""
+    """The index stage: per descriptor, `index.shards` Annoy indexes over the memory of held-out `fold`.
+
+    Shards hold whole images and are built one after the other, so peak memory is one shard's
+    vectors; each is saved on its own and memory-mapped at search time.
+    """
     images = memory_images(store, fold)
-    info = {"fold": fold, "n_trees": params.n_trees, "pca_dim": params.pca_dim, "descriptors": {}}
+    groups = shard_images(images, params.shards)
+    info = {"fold": fold, "n_trees": params.n_trees, "pca_dim": params.pca_dim, "shards": len(groups),
+            "descriptors": {}}
     with shards.atomic_dir(out) as tmp:
         for descriptor in descriptors:
-            vectors = store.vectors(descriptor, images)  # (M, D) float32
-            pca = fit_pca(vectors, params.pca_dim, params.seed) if params.pca_dim else None
+            pca = fit_pca(pca_sample(store, descriptor, images, params.seed), params.pca_dim, params.seed) \
+                if params.pca_dim else None
             if pca is not None:
                 np.savez(tmp / f"{descriptor}.pca.npz", **pca)
-            vectors = project(vectors, pca)
-            build_annoy(vectors, params.n_trees, params.seed).save(str(tmp / f"{descriptor}.ann"))
+            offsets, dim = [], None
+            for j, group in enumerate(groups):
+                vectors = project(store.vectors(descriptor, group), pca)  # (m_j, D) one shard
+                build_annoy(vectors, params.n_trees, params.seed + j).save(str(tmp / annoy_file(descriptor, j)))
+                offsets.append(sum(len(row_ids(store, descriptor, g)) for g in groups[:j]))
+                dim = int(vectors.shape[1])
             np.save(tmp / f"{descriptor}.ids.npy", row_ids(store, descriptor, images))
-            info["descriptors"][descriptor] = {"n_items": len(vectors), "dim": int(vectors.shape[1])}
+            info["descriptors"][descriptor] = {"n_items": len(row_ids(store, descriptor, images)), "dim": dim,
+                                               "shard_offsets": offsets,
+                                               "shard_images": [len(g) for g in groups]}
         shards.write_json(tmp / "info.json", info)
+
+
+def annoy_file(descriptor: str, shard: int) -> str:
+    """File name of one Annoy shard."""
+    return f"{descriptor}.{shard:03d}.ann"
+
+
+def load_annoy(folder: Path, descriptor: str, dim: int, shard: int = 0):
+    """Memory-map one saved Annoy shard."""
+    from annoy import AnnoyIndex
+
+    index = AnnoyIndex(dim, "angular")
+    index.load(str(folder / annoy_file(descriptor, shard)))
+    return index
 
 
 def load_pca(folder: Path, descriptor: str) -> dict[str, np.ndarray] | None:

@@ -1,4 +1,4 @@
-"""InterActive features (SPEC section 6): aspect-preserving ~area resize and activeness.
+"""InterActive features (docs/method.md §6): aspect-preserving ~area resize and activeness.
 
 Activeness of layer t under a top layer T: ln f = ln C_p - ||mean_xy x^(T)||_p^p; gamma is the
 magnitude of d ln f / d x^(t) (C_p drops out); the feature is mean_xy (x^(t) * gamma). ORIG
@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hue import images, knn, models, shards
-from hue.images import interactive_size
+from hue import images, knn, models, search, shards
+from hue.images import capped, interactive_size
 from hue.cli import progress
 from hue.config import InteractiveParams
 from hue.tensors import normalise
@@ -146,10 +146,11 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, fo
     """The pipeline's Eq. 1-3 kNN with one unit vector per image, exact search."""
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     mem, qry = folds != fold, folds == fold
-    dist, idx = knn.exact_search(unit[qry], unit[mem], k, device="cpu")
+    dist, idx = search.exact_search(unit[qry], unit[mem], k, device="cpu")
     n_classes = int(labels.max()) + 1
     counts = np.bincount(labels[mem], minlength=n_classes)
-    scores = knn.kernel_vote(dist, labels[mem][idx], np.arange(qry.sum()), int(qry.sum()), counts, eps)
+    neighbour_labels = np.where(idx >= 0, labels[mem][np.maximum(idx, 0)], -1)  # -1: fewer than k in memory
+    scores = knn.kernel_vote(dist, neighbour_labels, np.arange(qry.sum()), int(qry.sum()), counts, eps)
     return float((knn.predict(scores) == labels[qry]).mean())
 
 
@@ -212,8 +213,9 @@ def run(dataset: str, backbone: str, params: InteractiveParams, run_folds: tuple
     features = extract_features(frame, backbone, params)
     results = evaluate(features, frame["label"].to_numpy(), frame["fold"].to_numpy(), run_folds, params, k, eps)
     layers = params.layers or models.interactive_layers(backbone)[0]
+    n_capped = sum(capped(w, h, params.area) for w, h in zip(frame["width"], frame["height"]))
     metrics = {"dataset": dataset, "backbone": backbone, "weights": params.weights, "area": params.area,
-               "n_images": len(frame), "layers": list(layers), "configs": results}
+               "n_images": len(frame), "n_capped": int(n_capped), "layers": list(layers), "configs": results}
     shards.write_json(metrics_out, metrics)
     with shards.atomic_file(table_out) as tmp:
         tmp.write_text(table(results, layers, f"InterActive features: {dataset} / {backbone} (area {params.area})"))

@@ -46,15 +46,21 @@ def _image_id(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def build(name: str, source: datasets.Source, params: DataParams, root: Path) -> tuple[pd.DataFrame, dict]:
-    """Validate the source and return (manifest, download metrics)."""
+SKIPPED_COLUMNS = ["path", "class_name", "reason"]
+
+
+def build(name: str, source: datasets.Source, params: DataParams,
+          root: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Validate the source and return (manifest, download metrics, every file set aside with its reason)."""
     checks = inspect_all(source.records)
     skipped = collections.Counter(reason for _, reason in source.skipped)
+    aside = [(p.as_posix(), p.parent.name, reason) for p, reason in source.skipped]
     converted = collections.Counter()
     rows = []
     for rec, chk in zip(source.records, checks):
         if not chk.ok:
             skipped[chk.reason] += 1
+            aside.append((rec.path.as_posix(), rec.class_name, chk.reason))
             continue
         if chk.mode != "RGB":
             converted[chk.mode] += 1
@@ -74,6 +80,8 @@ def build(name: str, source: datasets.Source, params: DataParams, root: Path) ->
     for c in small:
         skipped["small_class"] += int(counts[c])
         skipped_classes[c] = "small_class"
+    aside += [(p, c, "small_class") for p, c in frame.loc[frame["class_name"].isin(small), ["path", "class_name"]]
+              .itertuples(index=False)]
     frame = frame[~frame["class_name"].isin(small)].reset_index(drop=True)
     if frame.empty:
         raise ManifestError(f"{name}: no usable images remain (skipped: {dict(skipped) or 'none found'}); "
@@ -95,7 +103,7 @@ def build(name: str, source: datasets.Source, params: DataParams, root: Path) ->
         "images_per_fold": np.bincount(frame["fold"], minlength=params.folds).tolist(),
         "splits": frame["split"].value_counts().sort_index().to_dict(),
     }
-    return frame, metrics
+    return frame, metrics, pd.DataFrame(sorted(aside), columns=SKIPPED_COLUMNS)
 
 
 def run(name: str, params: DataParams) -> pd.DataFrame:
@@ -103,8 +111,9 @@ def run(name: str, params: DataParams) -> pd.DataFrame:
     folder = params.folders.get(name)
     root = Path(folder) if folder is not None else paths.raw(name)
     source = datasets.fetch(name, paths.raw(name), Path(folder) if folder is not None else None)
-    frame, metrics = build(name, source, params, root)
+    frame, metrics, aside = build(name, source, params, root)
     shards.write_parquet(paths.manifest(name), frame)
+    shards.write_parquet(paths.skipped(name), aside)
     shards.write_json(paths.download_metrics(name), metrics)
     return frame
 

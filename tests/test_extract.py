@@ -42,19 +42,27 @@ def tiny_manifest(in_tmp):
         for i in range(6):
             make_image(root / c / f"{i}.png", size=(20, 16), seed=i + (50 if c == "b" else 0))
     params = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 3, "run_folds": [0, 1, 2]})
-    frame, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
+    frame, _, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
     shards.write_parquet(in_tmp / "m.parquet", frame)
     return in_tmp / "m.parquet"
 
 
-PARAMS = config.build("extract", {"image_size": 64, "batch_size": 5, "shard_rows": 8, "workers": 0})
+PARAMS = config.build("extract", {"image_size": 64, "batch_size": 5, "shard_rows": 8, "workers": 0, "layer": None,
+                                  "weights": ["random"]})
+
+
+def run_extract(manifest_path, out, params=PARAMS, source="resnet18-random", folds=(0, 1, 2), model_dir=None):
+    """The extract stage on a tiny manifest."""
+    return extract.run("t", source, params, folds, manifest_path, model_dir or out.parent / "models", out,
+                       out.parent / "timings.json")
 
 
 def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):
     out = in_tmp / "act"
-    info = extract.run("t", "resnet18", PARAMS, tiny_manifest, out)
+    info = run_extract(tiny_manifest, out)[None]
     store = shards.ActivationStore(out)
     assert info["grid"] == [2, 2] and info["n_shards"] == 6  # 2 images of 4 pixels per shard
+    assert info["source"] == "resnet18-random" and info["fold"] is None and info["node"] == "layer4"
     frame = shards.read_parquet(tiny_manifest)
     net, _ = models.bottleneck("resnet18", "random", 0)
     batch = torch.stack([extract.ImageFiles(frame["path"].tolist(), 64)[i] for i in range(12)])
@@ -66,15 +74,63 @@ def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):
     assert np.allclose(store.vectors("gap", np.array([3, 7])), d["gap"][[3, 7]].numpy(), atol=2e-3)
     flat = store.vectors("flat", np.array([5]))
     assert np.allclose(flat, extract.flat_descriptor(net(tensors.normalise(batch[5:6]))).detach().numpy(), atol=2e-3)
-    pixels = store.pixels()
-    assert len(pixels) == 48 and pixels["image"].tolist()[:5] == [0, 0, 0, 0, 1]
-    assert np.allclose(pixels["energy"].to_numpy()[:4], d["energy"][0].ravel().numpy(), rtol=1e-4)
+    assert np.allclose(store.energy(np.array([0, 11])), d["energy"][[0, 11]].numpy(), rtol=1e-4)
     assert (store.images["label"].to_numpy() == frame["label"].to_numpy()).all()
+    assert shards.open_store(out, 2).folder == out  # a pretrained store serves every fold
+
+
+def test_layer_override_taps_an_earlier_node(tiny_manifest, in_tmp):
+    params = config.build("extract", {**{k: getattr(PARAMS, k) for k in ("image_size", "batch_size", "workers")},
+                                      "layer": "layer3", "weights": ["random"]})
+    info = run_extract(tiny_manifest, in_tmp / "act", params)[None]
+    assert info["grid"] == [4, 4] and info["channels"] == 256 and info["node"] == "layer3"  # stride 16 at 64 px
+    bad = config.build("extract", {"layer": "layer9", "weights": ["random"], "workers": 0})
+    with pytest.raises(models.ModelError, match="extract.layer = 'layer9' is not a node of ResNet; top-level nodes"):
+        run_extract(tiny_manifest, in_tmp / "bad", bad)
+
+
+def plant_trained(model_dir, frame, folds, arch="resnet18"):
+    """Checkpoints as the train stage writes them: fold k's model and its held-out theta'."""
+    from hue.models import HueNet
+
+    for fold in folds:
+        torch.manual_seed(fold)
+        net = HueNet(arch, 2)
+        test = np.flatnonzero(frame["fold"].to_numpy() == fold)
+        theta = torch.tensor([[float(i), -float(i)] for i in test])
+        model_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"arch": arch, "n_classes": 2, "model": net.state_dict(), "test_index": torch.as_tensor(test),
+                    "test_pred": torch.zeros(len(test), dtype=torch.int64), "test_theta": theta},
+                   model_dir / f"fold{fold}.pt")
+
+
+def test_trained_source_gets_one_store_per_fold_from_the_model_that_held_it_out(tiny_manifest, in_tmp):
+    frame = shards.read_parquet(tiny_manifest)
+    plant_trained(in_tmp / "models", frame, (0, 1, 2))
+    params = config.build("extract", {"image_size": 64, "batch_size": 5, "workers": 0, "layer": None})
+    infos = run_extract(tiny_manifest, in_tmp / "act", params, "resnet18-hue", (0, 2), in_tmp / "models")
+    assert sorted(infos) == [0, 2] and not (in_tmp / "act" / "manifest.json").exists()
+    for fold in (0, 2):
+        store = shards.open_store(in_tmp / "act", fold)
+        assert store.folder == in_tmp / "act" / f"fold{fold}" and store.manifest["fold"] == fold
+        # fold discipline: the store of fold k is made by the checkpoint trained with fold k held out
+        net, _ = models.trained_bottleneck(in_tmp / "models" / f"fold{fold}.pt", "resnet18")
+        batch = torch.stack([extract.ImageFiles(frame["path"].tolist(), 64)[i] for i in range(2)])
+        with torch.no_grad():
+            gap = extract.descriptors(net(tensors.normalise(batch)))["gap"].numpy()
+        assert np.allclose(store.vectors("gap", np.arange(2)), gap, atol=2e-3)
+        held = frame["fold"].to_numpy() == fold
+        theta = store.images[["theta_x", "theta_y"]].to_numpy()
+        assert np.isnan(theta[~held]).all() and (theta[held][:, 0] == np.flatnonzero(held)).all()
+    other, _ = models.trained_bottleneck(in_tmp / "models" / "fold1.pt", "resnet18")
+    with torch.no_grad():
+        wrong = extract.descriptors(other(tensors.normalise(batch)))["gap"].numpy()
+    assert not np.allclose(shards.open_store(in_tmp / "act", 2).vectors("gap", np.arange(2)), wrong, atol=2e-3)
 
 
 def test_interrupted_extract_leaves_nothing_and_rerun_is_identical(tiny_manifest, in_tmp, monkeypatch):
     out = in_tmp / "act"
-    extract.run("t", "resnet18", PARAMS, tiny_manifest, out)
+    run_extract(tiny_manifest, out)
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     calls = {"n": 0}
     real = extract.forward_batch
@@ -90,11 +146,48 @@ def test_interrupted_extract_leaves_nothing_and_rerun_is_identical(tiny_manifest
 
     shutil.rmtree(out)
     with pytest.raises(KeyboardInterrupt):
-        extract.run("t", "resnet18", PARAMS, tiny_manifest, out)
+        run_extract(tiny_manifest, out)
     assert not out.exists() and not list(in_tmp.glob(".act.*"))
     (in_tmp / ".act.killed.tmp").mkdir()  # what a SIGKILL would leave: never trusted, swept
     (in_tmp / ".act.killed.tmp" / "pixel-00000.npy").write_bytes(b"junk")
     monkeypatch.setattr(extract, "forward_batch", real)
-    extract.run("t", "resnet18", PARAMS, tiny_manifest, out)
+    run_extract(tiny_manifest, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     assert not (in_tmp / ".act.killed.tmp").exists()
+
+
+RSS_PROBE = r"""
+import json, resource, sys
+from pathlib import Path
+from hue import config, datasets, extract, manifest, shards
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+data = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
+frame, _, _ = manifest.build("t", datasets.read_image_folder(root), data, root)
+shards.write_parquet(out / "m.parquet", frame)
+params = config.build("extract", {"image_size": 96, "layer": "layer2", "batch_size": 20, "shard_rows": 4096,
+                                  "workers": 0, "weights": ["random"], "dtype": "float16"})
+info = extract.run("t", "resnet18-random", params, (), out / "m.parquet", out / "models", out / "store", out / "t.json")
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "store_mb": info[None]["n_pixels"] * info[None]["channels"] * 2 / 2**20,
+                  "shards": info[None]["n_shards"]}))
+"""
+
+
+def test_extract_peak_rss_does_not_grow_with_the_dataset(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    peaks = {}
+    for n in (50, 1000):  # images; layer2 at 96 px: 12 x 12 x 128 per image, 36 KB at float16
+        root, out = tmp_path / f"imgs{n}", tmp_path / f"out{n}"
+        out.mkdir()
+        for i in range(n):
+            make_image(root / ("a" if i % 2 else "b") / f"{i}.png", size=(20, 16), seed=i)
+        proc = subprocess.run([sys.executable, "-c", RSS_PROBE, str(root), str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        peaks[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+    small, large = peaks[50], peaks[1000]
+    assert large["shards"] > 30 and large["store_mb"] > 30  # the large store is many shards, tens of MB
+    # streaming: the 20x larger dataset costs less than a third of its store in extra peak RSS
+    assert large["rss_mb"] - small["rss_mb"] < large["store_mb"] / 3, peaks

@@ -17,6 +17,9 @@ def test_resize_keeps_aspect_area_and_multiples_of_32(seed):
     for w, h in rng.integers(20, 4000, size=(200, 2)):
         W, H = images.interactive_size(int(w), int(h), AREA)
         assert W % 32 == 0 and H % 32 == 0 and W >= 32 and H >= 32
+        assert max(W, H) <= images.side_cap(AREA)
+        if images.capped(int(w), int(h), AREA):  # extreme aspect: the long side is capped, see the test below
+            continue
         s = np.sqrt(AREA / (w * h))
         if w * s >= 32 and h * s >= 32:  # not clamped: each side within half a step of the exact one
             assert abs(W - w * s) <= 16 and abs(H - h * s) <= 16
@@ -29,6 +32,16 @@ def test_square_and_paper_sizes():
     assert images.interactive_size(300, 300, AREA) == (512, 512)
     assert images.interactive_size(640, 480, AREA) == (576, 448)  # 591x443 exactly
     assert images.interactive_size(8, 8, 160 * 160) == (160, 160)
+
+
+@pytest.mark.parametrize("w, h, area", [(4000, 12, 160 * 160), (100000, 10, 160 * 160), (12, 4000, AREA)])
+def test_extreme_aspect_images_are_capped_and_counted(w, h, area):
+    # uncapped these ask for 2912 x 32 (3.6x the area) and 16000 x 32 (20x): no single image may do that
+    W, H = images.interactive_size(w, h, area)
+    cap = images.side_cap(area)
+    assert max(W, H) == cap == int(4 * np.sqrt(area)) // 32 * 32 and W * H <= area
+    assert images.capped(w, h, area)
+    assert not images.capped(640, 480, AREA) and not images.capped(300, 40, 160 * 160)
 
 
 def test_buckets_group_equal_shapes_only():
@@ -104,7 +117,7 @@ def mixed_shapes(in_tmp):
         for i in range(4):
             make_image(root / c / f"{i}.png", size=(40, 20) if i % 2 else (20, 20), seed=i + (9 if c == "b" else 0))
     params = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
-    frame, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
+    frame, _, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
     shards.write_parquet(in_tmp / "m.parquet", frame)
     return frame
 
@@ -119,9 +132,11 @@ def test_features_come_back_in_manifest_order(mixed_shapes):
 
 
 def test_main_extract_rejects_mixed_grids_with_one_line(mixed_shapes, in_tmp):
-    params = config.build("extract", {"resize": "interactive", "area": 64 * 64, "workers": 0})
+    params = config.build("extract", {"resize": "interactive", "area": 64 * 64, "workers": 0, "weights": ["random"],
+                                      "layer": None})
     with pytest.raises(extract.ExtractError, match="gives 2 input shapes here \\(64x64, 96x32"):
-        extract.run("t", "resnet18", params, in_tmp / "m.parquet", in_tmp / "out")
+        extract.run("t", "resnet18-random", params, (0, 1), in_tmp / "m.parquet", in_tmp / "models", in_tmp / "out",
+                    in_tmp / "t.json")
 
 
 def test_main_extract_with_interactive_resize_on_one_shape(in_tmp):
@@ -130,8 +145,11 @@ def test_main_extract_with_interactive_resize_on_one_shape(in_tmp):
         for i in range(2):
             make_image(root / c / f"{i}.png", size=(30, 10), seed=i + (5 if c == "b" else 0))
     params = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
-    frame, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
+    frame, _, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
     shards.write_parquet(in_tmp / "m.parquet", frame)
-    ex = config.build("extract", {"resize": "interactive", "area": 96 * 32, "workers": 0})
-    info = extract.run("t", "resnet18", ex, in_tmp / "m.parquet", in_tmp / "out")
+    ex = config.build("extract", {"resize": "interactive", "area": 96 * 32, "workers": 0, "weights": ["random"],
+                                  "layer": None})
+    info = extract.run("t", "resnet18-random", ex, (0, 1), in_tmp / "m.parquet", in_tmp / "models", in_tmp / "out",
+                       in_tmp / "t.json")[None]
     assert info["transform"]["size"] == [96, 32] and info["grid"] == [1, 3]  # aspect 3:1 kept exactly
+    assert info["n_capped"] == 0

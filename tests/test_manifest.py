@@ -1,6 +1,7 @@
 """The download stage's validation: every bad input is converted or skipped and counted."""
 
 import json
+from pathlib import Path
 import shutil
 
 import pandas as pd
@@ -38,9 +39,14 @@ def params(**kw):
 
 def test_bad_inputs_are_converted_or_skipped_and_counted(tmp_path):
     root = folder_with_bad_inputs(tmp_path / "imgs")
-    frame, m = manifest.build("mine", datasets.read_image_folder(root), params(), root)
+    frame, m, aside = manifest.build("mine", datasets.read_image_folder(root), params(), root)
     assert m["n_images"] == 15 and m["n_classes"] == 2
     assert m["skipped"] == {"corrupt": 2, "not_an_image": 1, "zero_byte": 1}
+    # every file set aside is listed with its reason, not only counted
+    assert list(aside.columns) == manifest.SKIPPED_COLUMNS and len(aside) == 4
+    named = {Path(p).name: r for p, r in zip(aside["path"], aside["reason"])}
+    assert named["readme.txt"] == "not_an_image" and named["trunc.jpg"] == "corrupt" and named["noise.png"] == "corrupt"
+    assert list(aside["reason"]).count("zero_byte") == 1
     assert m["n_skipped"] == 4
     assert m["skipped_classes"] == {"empty": "empty_class"}
     assert m["converted"] == {"CMYK": 1, "I;16": 1, "L": 1, "P": 1, "RGBA": 1}
@@ -59,8 +65,9 @@ def test_class_smaller_than_folds_fails_or_is_dropped(tmp_path):
     src = datasets.read_image_folder(root)
     with pytest.raises(manifest.ManifestError, match="class 'tiny' has 2 usable image.*data.drop_small_classes"):
         manifest.build("mine", src, params(), root)
-    frame, m = manifest.build("mine", src, params(drop_small_classes=True), root)
+    frame, m, aside = manifest.build("mine", src, params(drop_small_classes=True), root)
     assert m["n_classes"] == 2 and m["skipped"] == {"small_class": 2}
+    assert sorted(aside["reason"]) == ["small_class"] * 2 and set(aside["class_name"]) == {"tiny"}
     assert m["skipped_classes"] == {"tiny": "small_class"}
 
 
@@ -78,8 +85,8 @@ def test_max_per_class_caps_with_a_seed(tmp_path):
         for i in range(9):
             make_image(root / c / f"{i}.png", seed=i)
     src = datasets.read_image_folder(root)
-    f1, _ = manifest.build("mine", src, params(max_per_class=6, folds=3), root)
-    f2, _ = manifest.build("mine", src, params(max_per_class=6, folds=3), root)
+    f1, _, _ = manifest.build("mine", src, params(max_per_class=6, folds=3), root)
+    f2, _, _ = manifest.build("mine", src, params(max_per_class=6, folds=3), root)
     assert f1["class_name"].value_counts().tolist() == [6, 6]
     assert f1.equals(f2)
 
@@ -89,8 +96,9 @@ def test_run_writes_manifest_and_metrics_for_a_local_folder(in_tmp):
     shutil.rmtree(root / "empty")
     manifest.run("mine", config.build("data", {"datasets": ["mine"], "folders": {"mine": str(root)}}))
     frame = pd.read_parquet("data/manifests/mine.parquet")
-    m = json.loads(open("metrics/download/mine.json").read())
+    m = json.loads(open("metrics/detail/download/mine.json").read())
     assert len(frame) == m["n_images"] == 15 and sorted(set(frame["fold"])) == [0, 1, 2, 3, 4]
+    assert len(pd.read_parquet("data/manifests/mine-skipped.parquet")) == m["n_skipped"] == 4
     assert not list((in_tmp / "data" / "manifests").glob(".*tmp"))
 
 

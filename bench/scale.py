@@ -1,0 +1,238 @@
+"""Cost vs memory size: index build time, query throughput, recall@10 and peak RSS of every search backend.
+
+    python bench/scale.py                                  # dims 512 and 1920, sizes 1e4 .. as far as time allows
+    python bench/scale.py --dims 512 --sizes 10000,100000 --queries 500
+
+Synthetic clustered unit vectors (non-negative, like post-ReLU activations) are written once per
+(size, dim) to a .npy file; every backend then runs in its own process, so its peak RSS is its
+own: hue exact (numpy, memory streamed from the memory-mapped file shard by shard), hue exact on
+the GPU (when one is present), Annoy unsharded and sharded (--shards), and faiss IndexFlatIP
+(the peer; it holds the whole memory in RAM). Recall@10 is against hue exact. A backend is
+skipped at a size where its time, extrapolated from the smaller sizes, exceeds --budget seconds.
+Writes bench/scale.json and bench/scale.png (log-log) and prints the fitted growth exponents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+HERE = Path(__file__).parent
+K = 10
+METHODS = ("exact", "exact_gpu", "annoy", "annoy_sharded", "faiss")
+
+
+def clustered(n: int, dim: int, seed: int, out: Path, chunk: int = 100_000) -> None:
+    """Write n clustered, non-negative unit vectors (float32) to a .npy file, chunk by chunk."""
+    rng = np.random.default_rng(seed)
+    centres = np.abs(np.random.default_rng(12345).normal(size=(256, dim))).astype(np.float32)
+    arr = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim))
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        x = np.abs(centres[rng.integers(0, 256, m)] + 0.5 * rng.normal(size=(m, dim)).astype(np.float32))
+        arr[i:i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    arr.flush()
+    del arr
+
+
+def read_rows(path: str, a: int, b: int) -> np.ndarray:
+    """Rows a..b of a float32 .npy file by plain reads (no memory map, whose touched pages would count as RSS)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, _ = np.lib.format._read_array_header(f, version)
+        f.seek(f.tell() + a * shape[1] * 4)
+        return np.fromfile(f, dtype=np.float32, count=(b - a) * shape[1]).reshape(b - a, shape[1])
+
+
+def n_rows(path: str) -> tuple[int, int]:
+    """(rows, dim) of a .npy file, from its header."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        return np.lib.format._read_array_header(f, version)[0]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_method(method: str, memory_path: str, queries_path: str, shards: int, n_trees: int, search_k: int,
+               out_idx: str) -> dict:
+    """One backend at one size (runs in a fresh process): timings, peak RSS; neighbour ids saved to `out_idx`."""
+    from hue import search
+
+    m, dim = n_rows(memory_path)  # the memory stays on disk; each backend reads what it holds
+    queries = np.load(queries_path)  # (Q, D)
+    build = 0.0
+    if method in ("exact", "exact_gpu"):  # streamed: one shard in RAM at a time
+        bounds = np.linspace(0, m, shards + 1).astype(int)
+        blocks = lambda: ((int(a), read_rows(memory_path, a, b)) for a, b in zip(bounds[:-1], bounds[1:]))  # noqa: E731
+        device = "cuda" if method == "exact_gpu" else "cpu"
+        start = time.perf_counter()
+        _, idx = search.exact_search(queries, blocks(), K, device=device)
+        seconds = time.perf_counter() - start
+    elif method == "faiss":
+        import faiss
+
+        start = time.perf_counter()
+        index = faiss.IndexFlatIP(dim)
+        for a in range(0, m, 100_000):
+            index.add(read_rows(memory_path, a, min(m, a + 100_000)))
+        build = time.perf_counter() - start
+        start = time.perf_counter()
+        _, idx = index.search(queries, K)
+        seconds = time.perf_counter() - start
+    else:
+        from hue import index as hindex
+
+        parts = 1 if method == "annoy" else shards
+        bounds = np.linspace(0, m, parts + 1).astype(int)
+        loaded = []
+        with tempfile.TemporaryDirectory(dir=Path(memory_path).parent) as tmp:
+            start = time.perf_counter()
+            for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):  # shard by shard: one in RAM at a time
+                path = Path(tmp) / f"{j}.ann"
+                hindex.build_annoy(read_rows(memory_path, a, b), n_trees, seed=j).save(str(path))
+            build = time.perf_counter() - start
+            from annoy import AnnoyIndex
+
+            for j, a in enumerate(bounds[:-1]):
+                ann = AnnoyIndex(dim, "angular")
+                ann.load(str(Path(tmp) / f"{j}.ann"))  # memory-mapped
+                loaded.append((ann, int(a)))
+            start = time.perf_counter()
+            _, idx = search.annoy_search_sharded(loaded, queries, K, search_k)
+            seconds = time.perf_counter() - start
+    np.save(out_idx, idx)
+    return {"method": method, "build_seconds": build, "search_seconds": seconds,
+            "queries_per_second": len(queries) / seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def fit_exponent(sizes: list[int], values: list[float]) -> float | None:
+    """Slope of log(value) against log(size): cost ~ size^slope."""
+    ok = [(s, v) for s, v in zip(sizes, values) if v and v > 0]
+    if len(ok) < 2:
+        return None
+    x, y = np.log([s for s, _ in ok]), np.log([v for _, v in ok])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def predicted(rows: list[dict], method: str, dim: int, size: int, key: str) -> float | None:
+    """Extrapolate a method's cost at `size` from the sizes already measured (power law)."""
+    done = [r for r in rows if r["method"] == method and r["dim"] == dim and r.get(key)]
+    if len(done) < 2:
+        return done[-1][key] * size / done[-1]["size"] if done else None
+    slope = fit_exponent([r["size"] for r in done], [r[key] for r in done])
+    last = done[-1]
+    return last[key] * (size / last["size"]) ** slope
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    """Log-log panels: build time, query time, recall, peak RSS vs memory size."""
+    sys.path.insert(0, str(HERE.parent))
+    from hue.plotting import pyplot, save
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    keys = (("build_seconds", "index build (s)"), ("search_seconds", "search time, all queries (s)"),
+            ("recall_at_10", "recall@10 vs exact"), ("peak_rss_mb", "peak RSS (MB)"))
+    for ax, (key, title) in zip(axes, keys):
+        for (method, dim) in sorted({(r["method"], r["dim"]) for r in rows}):
+            pts = sorted((r["size"], r[key]) for r in rows if r["method"] == method and r["dim"] == dim
+                         and r.get(key) is not None and (r[key] > 0 or key == "recall_at_10"))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{method} d={dim}")
+        ax.set_xscale("log")
+        if key != "recall_at_10":
+            ax.set_yscale("log")
+        ax.set_xlabel("memory vectors")
+        ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, out)
+
+
+@app.command()
+def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000,3000000", queries: int = 1000,
+         shards: int = 4, n_trees: int = 20, search_k: int = 2000, budget: float = 600.0,
+         worker: str = typer.Option("", hidden=True)) -> None:
+    """Measure every backend at every size and dimension; print the table and the growth exponents."""
+    if worker:  # one measurement, in its own process
+        args = json.loads(worker)
+        print(json.dumps(run_method(**args)))
+        return
+    import torch
+
+    rows = []
+    methods = [m for m in METHODS if m != "exact_gpu" or torch.cuda.is_available()]
+    flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")})
+    print(f"machine: {os.cpu_count()} cores, CPU flags {flags}, torch {torch.__version__}, cuda {torch.cuda.is_available()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for dim in map(int, dims.split(",")):
+            q_path = Path(tmp) / f"q{dim}.npy"
+            clustered(queries, dim, 1, q_path)
+            for size in map(int, sizes.split(",")):
+                if size * dim * 4 > 0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
+                    print(f"d={dim} M={size}: skipped, {size * dim * 4 / 2**30:.1f} GiB of vectors > 60% of RAM")
+                    continue
+                m_path = Path(tmp) / f"m{dim}-{size}.npy"
+                clustered(size, dim, 0, m_path)
+                truth = None
+                for method in methods:
+                    guess = max(filter(None, [predicted(rows, method, dim, size, "search_seconds"),
+                                              predicted(rows, method, dim, size, "build_seconds")]), default=0)
+                    if guess > budget:
+                        print(f"d={dim} M={size} {method}: skipped, extrapolated {guess:.0f} s > --budget {budget:.0f} s")
+                        continue
+                    idx_path = Path(tmp) / f"idx-{method}.npy"
+                    args = {"method": method, "memory_path": str(m_path), "queries_path": str(q_path),
+                            "shards": shards, "n_trees": n_trees, "search_k": search_k, "out_idx": str(idx_path)}
+                    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True,
+                                          text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+                    if proc.returncode != 0:
+                        print(f"d={dim} M={size} {method}: failed: {proc.stderr.strip().splitlines()[-1:]}")
+                        continue
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    idx = np.load(idx_path)
+                    if method == "exact":
+                        truth = idx
+                    from hue import search
+
+                    r.update(size=size, dim=dim, recall_at_10=search.recall_at_k(idx, truth) if truth is not None else None)
+                    rows.append(r)
+                    print(f"d={dim:5d} M={size:8d} {method:14s} build {r['build_seconds']:8.2f} s  search "
+                          f"{r['search_seconds']:8.2f} s ({r['queries_per_second']:8.0f} q/s)  recall@10 "
+                          f"{r['recall_at_10'] if r['recall_at_10'] is not None else float('nan'):.4f}  "
+                          f"peak RSS {r['peak_rss_mb']:8.0f} MB", flush=True)
+                m_path.unlink()
+    exponents = {}
+    for (method, dim) in sorted({(r["method"], r["dim"]) for r in rows}):
+        done = [r for r in rows if r["method"] == method and r["dim"] == dim]
+        exponents[f"{method} d={dim}"] = {
+            key: fit_exponent([r["size"] for r in done], [r[key] for r in done])
+            for key in ("build_seconds", "search_seconds", "peak_rss_mb")}
+    print("\nfitted growth exponents (cost ~ M^e):")
+    for name, e in exponents.items():
+        print(f"  {name:22s} " + "  ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in e.items()))
+    for size in sorted({r["size"] for r in rows}):
+        for dim in sorted({r["dim"] for r in rows}):
+            at = {r["method"]: r for r in rows if r["size"] == size and r["dim"] == dim}
+            if "exact" in at and "faiss" in at:
+                print(f"exact / faiss speed at d={dim} M={size}: "
+                      f"{at['faiss']['search_seconds'] / at['exact']['search_seconds']:.2f}x")
+    (HERE / "scale.json").write_text(json.dumps({"rows": rows, "exponents": exponents}, indent=2) + "\n")
+    plot(rows, HERE / "scale.png")
+
+
+if __name__ == "__main__":
+    app()

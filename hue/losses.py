@@ -1,4 +1,4 @@
-"""One-hot + activation hue loss, SPEC section 4 (main paper Eq. 4-5, extended paper's L2 form)."""
+"""One-hot + activation hue loss, docs/method.md §4 (main paper Eq. 4-5, extended paper's L2 form)."""
 
 from __future__ import annotations
 
@@ -73,3 +73,26 @@ def combined(logits: torch.Tensor, theta_pred: torch.Tensor, target: torch.Tenso
 def hue_predict(theta_pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The hue head's class: the nearest angular label to theta'; (B, 2) -> (B,)."""
     return hue_distances(theta_pred, labels).argmin(1)
+
+
+def logit_spread(theta_pred: torch.Tensor, labels: torch.Tensor, distance_scale: float) -> torch.Tensor:
+    """max_c - min_c of the hue logits -d_c / scale, per sample: (B, 2), (M, 2) -> (B,).
+
+    With scale = 2M and labels on the unit circle it is at most 2 / (2M) = 1 / M (triangle
+    inequality), which bounds how far softmax can move L_hue away from log M.
+    """
+    logits = -hue_distances(theta_pred, labels) / distance_scale  # (B, M)
+    return logits.amax(1) - logits.amin(1)
+
+
+def gradient_ratio(ce: torch.Tensor, hue_term: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """||d(w L_hue)/df|| / ||dCE/df|| at the shared pooled features f: can the hue term steer them at all?
+
+    Both gradients only pass through their heads (two small linear maps), so this is cheap next to
+    the full backward pass; the graph is kept for it.
+    """
+    (g_ce,) = torch.autograd.grad(ce, features, retain_graph=True)  # (B, F)
+    if not hue_term.requires_grad:  # a constant term (w = 0) steers nothing
+        return torch.zeros((), device=features.device)
+    (g_hue,) = torch.autograd.grad(hue_term, features, retain_graph=True)  # (B, F)
+    return g_hue.norm() / g_ce.norm().clamp_min(1e-30)

@@ -1,9 +1,11 @@
-"""Training from scratch, SPEC section 5: one run = dataset x arch x held-out fold x loss.
+"""Training from scratch, docs/method.md §5: one run = dataset x arch x held-out fold x loss.
 
 Images are decoded once into a uint8 cache at 8/7 of the training size; crops, flips and
 normalisation happen on the device (on a GPU the cache stays resident there). Every epoch
-ends with an atomic checkpoint, so a killed run resumes from its last finished epoch and
-ends with the same numbers as an uninterrupted one.
+ends with an atomic resume state outside DVC's outputs, so a killed run resumes from its
+last finished epoch and ends with the same numbers as an uninterrupted one, while the model
+itself is a plain output that DVC's run-cache can restore. With train.devices > 1 the run is
+spread over torchrun processes (hue.distributed).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from hue import images, losses, shards
+from hue import distributed, images, losses, paths, shards
 from hue.cli import progress
 from hue.config import LossParams, TrainParams, as_dict
 from hue.errors import HueError
 from hue.tensors import normalise, resolve_precision
 
 ONEHOT = LossParams(hue_weight=0.0)  # what a one-hot run uses: it reads no loss.* param
-CODE = ("train.py", "losses.py", "models.py")  # a change here invalidates checkpoints
+CODE = ("train.py", "losses.py", "models.py", "distributed.py")  # a change here invalidates resume states
+SINGLE = distributed.Context()
 
 
 class TrainError(HueError):
@@ -81,18 +84,28 @@ def load_data(manifest_path: Path, fold: int, params: TrainParams, device: torch
     return Data(cache, labels, train, val, test, int(frame["label"].max()) + 1)
 
 
-def augment(batch: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop of side `size` and horizontal flip per image: (B, 3, R, R) uint8 -> (B, 3, S, S)."""
-    b, _, r, _ = batch.shape
-    dev = batch.device
-    off = torch.randint(0, r - size + 1, (2, b), generator=gen).to(dev)  # (2, B) top, left
-    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)  # (B,)
+def crop_draws(n: int, side: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crop offsets (2, n) (top, left) and flips (n,) of a whole global batch, in one fixed order."""
+    off = torch.randint(0, side - size + 1, (2, n), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    return off, flip
+
+
+def apply_crops(batch: torch.Tensor, off: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop and flip each image as drawn: (B, 3, R, R) uint8 -> (B, 3, S, S)."""
+    b, dev = len(batch), batch.device
+    off, flip = off.to(dev), flip.to(dev)
     ar = torch.arange(size, device=dev)
     rows = (off[0][:, None] + ar)[:, :, None]  # (B, S, 1)
     cols = off[1][:, None] + ar  # (B, S)
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]  # (B, 1, S)
     idx = torch.arange(b, device=dev)[:, None, None]
     return batch.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)  # (B, 3, S, S)
+
+
+def augment(batch: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Random crop of side `size` and horizontal flip per image: (B, 3, R, R) uint8 -> (B, 3, S, S)."""
+    return apply_crops(batch, *crop_draws(len(batch), batch.shape[-1], size, gen), size)
 
 
 def center(batch: torch.Tensor, size: int) -> torch.Tensor:
@@ -108,69 +121,108 @@ def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, labels_2d: torch.Tensor, loss: LossParams, scale: float,
-               device: torch.device, dtype: torch.dtype) -> tuple[losses.LossParts, torch.Tensor]:
-    """One forward, backward and Adam step on a ready batch: x (B, 3, S, S), y (B,) -> (loss parts, logits)."""
+               device: torch.device, dtype: torch.dtype, loss_scale: float = 1.0,
+               diagnose: bool = False) -> tuple[losses.LossParts, torch.Tensor, torch.Tensor | None]:
+    """One forward, backward and Adam step on a ready batch: x (B, 3, S, S), y (B,) -> (loss parts, logits, diag).
+
+    diag (with `diagnose`): (hue/CE gradient-norm ratio at the pooled features, mean hue-logit spread).
+    `loss_scale` turns a rank's mean loss into its share of the global batch mean (DDP averages).
+    """
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits, theta, _ = model(x)
+        logits, theta, features = model(x)
     parts = losses.combined(logits.float(), theta.float(), y, labels_2d, loss.hue_weight, loss.form, scale)
+    diag = None
+    if diagnose:
+        ratio = losses.gradient_ratio(parts.ce, loss.hue_weight * parts.hue, features)
+        spread = losses.logit_spread(theta.float(), labels_2d, scale).mean() if loss.form == "softmax" \
+            else torch.tensor(math.nan)
+        diag = torch.stack([ratio.detach().float().cpu(), spread.detach().float().cpu()])
     opt.zero_grad(set_to_none=True)
-    parts.total.backward()
+    (parts.total * loss_scale).backward()
     opt.step()
-    return parts, logits
+    return parts, logits, diag
 
 
 def train_epoch(model, opt, data: Data, labels_2d: torch.Tensor, loss: LossParams, params: TrainParams,
-                epoch: int, device: torch.device, dtype: torch.dtype) -> dict:
-    """One pass over the training split; returns mean loss parts, accuracy and images/s."""
+                epoch: int, device: torch.device, dtype: torch.dtype, ctx: distributed.Context = SINGLE,
+                diagnose: bool = False) -> dict:
+    """One pass over the training split; returns mean loss parts, accuracy, diagnostics and images/s.
+
+    Every rank draws the same order and crops for the whole global batch, then trains on its slice.
+    """
     model.train()
     gen = torch.Generator().manual_seed(params.seed * 100_003 + epoch)  # order + augmentation
     torch.manual_seed(params.seed * 100_003 + epoch)  # dropout
     order = data.train[torch.randperm(len(data.train), generator=gen).numpy()]
-    sums = {"ce": 0.0, "hue": 0.0, "total": 0.0, "correct": 0}
+    sums = torch.zeros(8, dtype=torch.float64)  # ce, hue, total, correct, ratio, spread (n-weighted), n, n_diag
+    side = data.cache.shape[-1]
     start = time.perf_counter()
     scale = loss.scale(data.n_classes)
     for i in range(0, len(order) - 1, params.batch_size):
-        idx = torch.as_tensor(order[i:i + params.batch_size], device=device)
-        if len(idx) < 2:  # BatchNorm needs two samples
+        batch = order[i:i + params.batch_size]
+        if len(batch) < max(2, ctx.world):  # BatchNorm needs two samples; every rank needs one
             continue
-        x, y = to_input(augment(data.cache[idx], params.image_size, gen), device), data.labels[idx]
-        parts, logits = train_step(model, opt, x, y, labels_2d, loss, scale, device, dtype)
-        n = len(idx)
-        values = torch.stack([parts.ce, parts.hue, parts.total]).detach().cpu()  # host sync point
+        off, flip = crop_draws(len(batch), side, params.image_size, gen)
+        mine = ctx.local(np.arange(len(batch)))
+        idx = torch.as_tensor(batch[mine], device=device)
+        x = to_input(apply_crops(data.cache[idx], off[:, mine], flip[mine], params.image_size), device)
+        y = data.labels[idx]
+        parts, logits, diag = train_step(model, opt, x, y, labels_2d, loss, scale, device, dtype,
+                                         distributed.local_loss_scale(len(mine), len(batch), ctx), diagnose)
+        values = torch.stack([parts.ce, parts.hue, parts.total]).detach().double().cpu()  # host sync point
         if not torch.isfinite(values).all():
             raise TrainError(f"loss is not finite at epoch {epoch + 1}, batch {i // params.batch_size} "
                              f"(ce={values[0]:.4g}, hue={values[1]:.4g}); lower train.lr or check loss.* params")
-        sums["ce"] += float(values[0]) * n
-        sums["hue"] += float(values[1]) * n
-        sums["total"] += float(values[2]) * n
-        sums["correct"] += int((logits.argmax(1) == y).sum())
+        n = len(mine)
+        sums[:3] += values * n
+        sums[3] += int((logits.argmax(1) == y).sum())
+        if diag is not None:
+            sums[4:6] += diag.double() * n
+            sums[7] += n
+        sums[6] += n
+    sums = distributed.all_sum(sums, ctx)
     seconds = time.perf_counter() - start
-    n = len(order)
-    return {"loss_ce": sums["ce"] / n, "loss_hue": sums["hue"] / n, "loss_total": sums["total"] / n,
-            "train_accuracy": sums["correct"] / n, "images_per_second": n / seconds}
+    n, n_diag = float(sums[6]), float(sums[7]) or math.nan
+    return {"loss_ce": float(sums[0]) / n, "loss_hue": float(sums[1]) / n, "loss_total": float(sums[2]) / n,
+            "train_accuracy": float(sums[3]) / n, "grad_ratio": float(sums[4]) / n_diag,
+            "logit_spread": float(sums[5]) / n_diag, "images_per_second": n / seconds}
 
 
 @torch.no_grad()
-def evaluate(model, data: Data, split_idx: np.ndarray, labels_2d: torch.Tensor, params: TrainParams,
-             device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
-    """(class-head accuracy, hue-head accuracy) on a split, centre crops."""
+def predict(model, data: Data, split_idx: np.ndarray, params: TrainParams, device: torch.device, dtype: torch.dtype,
+            ctx: distributed.Context = SINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """Class predictions (n,) and hue points theta' (n, 2) on centre crops of a split, shared out over ranks."""
     model.eval()
-    correct = hue_correct = 0
-    for i in range(0, len(split_idx), 4 * params.batch_size):
-        idx = torch.as_tensor(split_idx[i:i + 4 * params.batch_size], device=device)
-        x, y = to_input(center(data.cache[idx], params.image_size), device), data.labels[idx]
+    preds, thetas = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.float32)]
+    mine = ctx.local(split_idx)
+    for i in range(0, len(mine), 4 * params.batch_size):
+        idx = torch.as_tensor(mine[i:i + 4 * params.batch_size], device=device)
+        x = to_input(center(data.cache[idx], params.image_size), device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits, theta, _ = model(x)
-        correct += int((logits.argmax(1) == y).sum())
-        hue_correct += int((losses.hue_predict(theta.float(), labels_2d) == y).sum())
+        preds.append(logits.argmax(1).cpu().numpy())  # host sync point
+        thetas.append(theta.float().cpu().numpy())
+    return distributed.gather(np.concatenate(preds), ctx), distributed.gather(np.concatenate(thetas), ctx)
+
+
+def accuracies(data: Data, split_idx: np.ndarray, pred: np.ndarray, theta: np.ndarray,
+               labels_2d: torch.Tensor) -> tuple[float, float]:
+    """(class-head accuracy, hue-head accuracy: nearest angular label to theta')."""
+    truth = data.labels[torch.as_tensor(split_idx)].cpu().numpy() if len(split_idx) else np.zeros(0, np.int64)
+    hue_pred = losses.hue_predict(torch.from_numpy(theta), labels_2d.cpu()).numpy()
     n = max(len(split_idx), 1)
-    return correct / n, hue_correct / n
+    return float((pred == truth).sum() / n), float((hue_pred == truth).sum() / n)
 
 
 def fingerprint(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss: LossParams,
                 manifest_path: Path) -> str:
-    """What a checkpoint must match to be resumed: params, data and training code."""
-    h = hashlib.sha256(json.dumps([dataset, arch, fold, kind, as_dict(params), as_dict(loss)], sort_keys=True,
+    """What a resume state must match to be resumed: params, data and training code.
+
+    train.devices is left out: N processes train what one does (up to float rounding), so a run
+    may resume on another number of devices.
+    """
+    run_params = {k: v for k, v in as_dict(params).items() if k != "devices"}
+    h = hashlib.sha256(json.dumps([dataset, arch, fold, kind, run_params, as_dict(loss)], sort_keys=True,
                                   default=str).encode())
     h.update(Path(manifest_path).read_bytes())
     for name in CODE:
@@ -178,78 +230,119 @@ def fingerprint(dataset: str, arch: str, fold: int, kind: str, params: TrainPara
     return h.hexdigest()
 
 
-def load_checkpoint(path: Path, expected: str) -> dict | None:
-    """A checkpoint of this exact run, or None (missing, unreadable or from other params)."""
+def load_state(path: Path, expected: str) -> dict | None:
+    """A resume state of this exact run, or None (missing, unreadable or from other params)."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a torn or foreign file is never trusted
         return None
-    return state if state.get("fingerprint") == expected else None
+    return state if isinstance(state, dict) and state.get("fingerprint") == expected else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """Where one run writes: the model (DVC output), its resume state (not an output) and its logs."""
+
+    checkpoint: Path
+    resume: Path
+    log_csv: Path
+    detail_json: Path
+    timings_json: Path
 
 
 def run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss: LossParams, manifest_path: Path,
-        checkpoint: Path, log_csv: Path, metrics_json: Path) -> dict:
-    """The train stage: train (or resume) one run, then write its log and metrics."""
+        out: Outputs) -> dict:
+    """The train stage: train (or resume) one run, then write its model, log and numbers (rank 0)."""
+    ctx = distributed.setup()
+    try:
+        return _run(dataset, arch, fold, kind, params, ONEHOT if kind == "onehot" else loss, manifest_path, out, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss: LossParams, manifest_path: Path,
+         out: Outputs, ctx: distributed.Context) -> dict:
+    """Train every remaining epoch, checkpointing each one, then predict the held-out fold."""
     from hue.models import HueNet
 
-    loss = ONEHOT if kind == "onehot" else loss
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = ctx.device
     dtype = resolve_precision("auto", device)
     data = load_data(manifest_path, fold, params, device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes, loss.seed).to(device)  # (M, 2)
     torch.manual_seed(params.seed + fold)  # same init for the one-hot and hue runs of a fold
-    model = HueNet(arch, data.n_classes).to(device)
+    net = HueNet(arch, data.n_classes).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
+    model = distributed.wrap(net, ctx)
     opt = torch.optim.Adam(model.parameters(), lr=params.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs)
     fp = fingerprint(dataset, arch, fold, kind, params, loss, manifest_path)
     log: list[dict] = []
-    state = load_checkpoint(checkpoint, fp)
+    state = load_state(out.resume, fp)
     if state is not None:
-        model.load_state_dict(state["model"])
+        distributed.unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         log = state["log"]
-    for epoch in progress(range(len(log), params.epochs), desc=f"train {dataset}/{arch}/{kind}/fold{fold}"):
-        lr = opt.param_groups[0]["lr"]
-        row = {"epoch": epoch + 1, "lr": lr,
-               **train_epoch(model, opt, data, labels_2d, loss, params, epoch, device, dtype)}
+    diagnose = kind == "hue"
+    for epoch in progress(range(len(log), params.epochs), desc=f"train {dataset}/{arch}/{kind}/fold{fold}",
+                          disable=not ctx.main):
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+               **train_epoch(model, opt, data, labels_2d, loss, params, epoch, device, dtype, ctx, diagnose)}
         sched.step()
-        row["val_accuracy"], row["val_hue_accuracy"] = evaluate(model, data, data.val, labels_2d, params, device, dtype)
-        row["test_accuracy"], row["test_hue_accuracy"] = evaluate(model, data, data.test, labels_2d, params, device,
-                                                                  dtype)
+        for name, idx in (("val", data.val), ("test", data.test)):
+            pred, theta = predict(model, data, idx, params, device, dtype, ctx)
+            row[f"{name}_accuracy"], row[f"{name}_hue_accuracy"] = accuracies(data, idx, pred, theta, labels_2d)
         if kind == "onehot":
             row["loss_hue"] = row["val_hue_accuracy"] = row["test_hue_accuracy"] = math.nan  # no hue term
         log.append(row)
-        with shards.atomic_file(checkpoint) as tmp:
-            torch.save({"fingerprint": fp, "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "log": log}, tmp)
-    return write_outputs(dataset, arch, fold, kind, params, loss, log, data, log_csv, metrics_json)
+        if ctx.main:
+            with shards.atomic_file(out.resume) as tmp:
+                torch.save({"fingerprint": fp, "model": distributed.unwrap(model).state_dict(),
+                            "opt": opt.state_dict(), "sched": sched.state_dict(), "log": log}, tmp)
+        distributed.barrier(ctx)
+    pred, theta = predict(model, data, data.test, params, device, dtype, ctx)
+    metrics = None
+    if ctx.main:
+        with shards.atomic_file(out.checkpoint) as tmp:
+            torch.save({"arch": arch, "n_classes": data.n_classes, "fingerprint": fp,
+                        "model": distributed.unwrap(model).state_dict(), "log": log,
+                        "test_index": torch.as_tensor(data.test), "test_pred": torch.as_tensor(pred),
+                        "test_theta": torch.as_tensor(theta)}, tmp)
+        metrics = write_outputs(dataset, arch, fold, kind, params, loss, log, data, out)
+        out.resume.unlink(missing_ok=True)  # the run is complete: its model is the output now
+    distributed.barrier(ctx)
+    return metrics
+
+
+TIMING_COLUMNS = ("images_per_second",)
 
 
 def write_outputs(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss: LossParams,
-                  log: list[dict], data: Data, log_csv: Path, metrics_json: Path) -> dict:
-    """The per-epoch CSV (DVC plots) and the run's metrics JSON."""
+                  log: list[dict], data: Data, out: Outputs) -> dict:
+    """The per-epoch CSV, the run's numbers and its timings (apart: they vary from run to run)."""
     frame = pd.DataFrame(log)
-    with shards.atomic_file(log_csv) as tmp:
-        frame.round(6).to_csv(tmp, index=False)
+    frame["log_m"] = math.log(data.n_classes)  # L_hue's value when theta' carries no class information
+    with shards.atomic_file(out.log_csv) as tmp:
+        frame.drop(columns=list(TIMING_COLUMNS)).round(6).to_csv(tmp, index=False)
+    shards.write_json(out.timings_json, {"run": paths.run_name(dataset, arch, kind, fold), "devices": params.devices,
+                                         "images_per_second": [r["images_per_second"] for r in log]})
     best = int(frame["val_accuracy"].to_numpy().argmax())  # first best epoch
     last = log[-1]
+    hue = kind != "onehot"
     metrics = {
         "dataset": dataset, "arch": arch, "fold": fold, "loss": kind, "epochs": params.epochs,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "test_accuracy": last["test_accuracy"],
         "test_accuracy_best_val": log[best]["test_accuracy"], "best_val_epoch": best + 1,
         "val_accuracy_best": log[best]["val_accuracy"],
-        "hue_test_accuracy": None if kind == "onehot" else last["test_hue_accuracy"],
-        "final_loss_ce": last["loss_ce"], "final_loss_hue": None if kind == "onehot" else last["loss_hue"],
-        "images_per_second": float(np.mean([r["images_per_second"] for r in log])),
-        "hue_weight": loss.hue_weight, "form": None if kind == "onehot" else loss.form,
-        "labels": None if kind == "onehot" else loss.labels,
-        "distance_scale": None if kind == "onehot" else loss.scale(data.n_classes),
+        "hue_test_accuracy": last["test_hue_accuracy"] if hue else None,
+        "final_loss_ce": last["loss_ce"], "final_loss_hue": last["loss_hue"] if hue else None,
+        "final_grad_ratio": last["grad_ratio"] if hue else None, "log_m": math.log(data.n_classes),
+        "hue_weight": loss.hue_weight, "form": loss.form if hue else None, "labels": loss.labels if hue else None,
+        "distance_scale": loss.scale(data.n_classes) if hue else None,
     }
-    shards.write_json(metrics_json, metrics)
+    shards.write_json(out.detail_json, metrics)
     return metrics

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -94,3 +95,32 @@ def test_gradient_is_finite_at_zero_distance():
 def test_hue_prediction_is_the_nearest_label():
     lab = losses.angular_labels("circle", 4)
     assert losses.hue_predict(torch.tensor([[0.1, 0.9], [-2.0, 0.1]]), lab).tolist() == [1, 2]
+
+
+def test_gradient_ratio_matches_the_hand_derived_gradients():
+    """Toy heads on fixed features: the ratio of the two gradient norms, derived by hand."""
+    rng = np.random.default_rng(0)
+    b, f, m, w = 5, 4, 3, 0.7
+    feats = torch.tensor(rng.normal(size=(b, f)), requires_grad=True)
+    w_cls, w_hue = torch.tensor(rng.normal(size=(m, f))), torch.tensor(rng.normal(size=(2, f)))
+    y = torch.tensor([0, 1, 2, 1, 0])
+    labels = losses.angular_labels("circle", m)
+    logits, theta = feats @ w_cls.T, feats @ w_hue.T
+    parts = losses.combined(logits, theta, y, labels, w, "l2", 1.0)
+    ratio = losses.gradient_ratio(parts.ce, w * parts.hue, feats)
+    p = torch.softmax(logits, 1).detach().numpy()
+    p[np.arange(b), y.numpy()] -= 1
+    g_ce = p @ w_cls.numpy() / b  # d mean CE / d f
+    diff = theta.detach().numpy() - labels.double().numpy()[y.numpy()]
+    g_hue = w * (diff / np.linalg.norm(diff, axis=1, keepdims=True)) @ w_hue.numpy() / b  # d w mean ||.|| / d f
+    assert float(ratio) == pytest.approx(np.linalg.norm(g_hue) / np.linalg.norm(g_ce), rel=1e-9)
+
+
+def test_logit_spread_is_bounded_by_one_over_m_for_circle_labels():
+    labels = losses.angular_labels("circle", 4)  # unit circle, scale 2M = 8
+    at_label = losses.logit_spread(labels[:1].clone(), labels, 8.0)  # theta' on class 0's label
+    assert float(at_label[0]) == pytest.approx(2 / 8)  # d ranges over 0 .. 2 (the opposite label)
+    origin = losses.logit_spread(torch.zeros(1, 2), labels, 8.0)
+    assert float(origin[0]) == pytest.approx(0.0)  # equidistant: no class information at all
+    far = losses.logit_spread(torch.tensor([[100.0, 0.0]]), labels, 8.0)
+    assert float(far[0]) <= 2 / 8 + 1e-6  # triangle inequality: never more than 2 / scale

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hue import config, datasets, manifest, shards, train
-from tests.conftest import make_image
+from tests.conftest import interrupt_on_call, make_image
 
 TINY = config.build("train", {"epochs": 2, "batch_size": 8, "image_size": 16, "val_fraction": 0.25})
 HUE = config.build("loss", {})
@@ -47,56 +47,62 @@ def tiny(in_tmp):
         for i in range(8):
             make_image(root / c / f"{i}.png", size=(20, 20), seed=base + i)
     params = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
-    frame, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
+    frame, _, _ = manifest.build("t", datasets.read_image_folder(root), params, root)
     shards.write_parquet(in_tmp / "m.parquet", frame)
     return in_tmp
 
 
 def outputs(tmp, kind="hue"):
-    return tmp / f"{kind}.pt", tmp / f"{kind}.csv", tmp / f"{kind}.json"
+    return train.Outputs(tmp / f"{kind}.pt", tmp / "resume" / f"{kind}.pt", tmp / f"{kind}.csv", tmp / f"{kind}.json",
+                         tmp / f"{kind}-timings.json")
 
 
 def test_tiny_run_end_to_end(tiny):
-    m = train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny))
+    m = train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", outputs(tiny))
     log = pd.read_csv(tiny / "hue.csv")
     assert log["epoch"].tolist() == [1, 2] and log["lr"].iloc[0] == pytest.approx(1e-3)
-    assert {"loss_ce", "loss_hue", "loss_total", "val_accuracy", "test_accuracy", "images_per_second"} <= set(log)
+    assert {"loss_ce", "loss_hue", "loss_total", "val_accuracy", "test_accuracy", "grad_ratio", "logit_spread",
+            "log_m"} <= set(log)
+    assert "images_per_second" not in log  # timings live apart: the log is deterministic
+    assert len(json.loads((tiny / "hue-timings.json").read_text())["images_per_second"]) == 2
+    assert (log["grad_ratio"] > 0).all() and (log["logit_spread"] <= 1 / 3 + 1e-6).all()  # at most 2/(2M), M = 3
+    assert log["log_m"].iloc[0] == pytest.approx(np.log(3))
     assert 0 <= m["test_accuracy"] <= 1 and m["hue_test_accuracy"] is not None and m["n_test"] == 12
     assert m["distance_scale"] == 6.0  # 2M for M = 3
     assert json.loads((tiny / "hue.json").read_text()) == m
-    onehot = train.run("t", "resnet18", 0, "onehot", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "onehot"))
+    assert not (tiny / "resume" / "hue.pt").exists()  # finished: the model is the output
+    ckpt = torch.load(tiny / "hue.pt", weights_only=True)
+    assert ckpt["n_classes"] == 3 and ckpt["test_theta"].shape == (12, 2) and len(ckpt["test_index"]) == 12
+    onehot = train.run("t", "resnet18", 0, "onehot", TINY, HUE, tiny / "m.parquet", outputs(tiny, "onehot"))
     assert onehot["hue_test_accuracy"] is None and onehot["hue_weight"] == 0.0
+    assert pd.read_csv(tiny / "onehot.csv")["grad_ratio"].isna().all()
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(tiny, monkeypatch):
-    full = train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "full"))
-    real, calls = train.train_epoch, {"n": 0}
-
-    def killed_in_epoch_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_two)
+    full = train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", outputs(tiny, "full"))
+    real = train.train_epoch
+    interrupt_on_call(monkeypatch, train, "train_epoch", 2)  # killed in epoch two
     with pytest.raises(KeyboardInterrupt):
-        train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "cut"))
-    assert len(torch.load(tiny / "cut.pt", weights_only=False)["log"]) == 1  # epoch 1 was checkpointed
+        train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", outputs(tiny, "cut"))
+    assert len(torch.load(tiny / "resume" / "cut.pt", weights_only=True)["log"]) == 1  # epoch 1 was kept
+    assert not (tiny / "cut.pt").exists()  # no model until the run is complete
     monkeypatch.setattr(train, "train_epoch", real)
-    calls["n"] = 0
-    resumed = train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny, "cut"))
-    drop = ("images_per_second",)
-    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in full.items() if k not in drop}
+    resumed = train.run("t", "resnet18", 1, "hue", TINY, HUE, tiny / "m.parquet", outputs(tiny, "cut"))
+    assert resumed == full
+    assert (tiny / "cut.csv").read_text() == (tiny / "full.csv").read_text()
 
 
-def test_checkpoint_of_other_params_is_not_resumed(tiny):
-    ckpt, csv, js = outputs(tiny)
-    train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", ckpt, csv, js)
+def test_resume_state_of_other_params_is_not_resumed(tiny):
+    out = outputs(tiny)
+    fp = train.fingerprint("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet")
+    out.resume.parent.mkdir()
+    torch.save({"fingerprint": fp, "log": []}, out.resume)
+    assert train.load_state(out.resume, fp) is not None
     other = config.build("loss", {"hue_weight": 0.5})
-    fp = train.fingerprint("t", "resnet18", 0, "hue", TINY, other, tiny / "m.parquet")
-    assert train.load_checkpoint(ckpt, fp) is None
-    ckpt.write_bytes(b"torn")
-    assert train.load_checkpoint(ckpt, fp) is None
+    assert train.load_state(out.resume, train.fingerprint("t", "resnet18", 0, "hue", TINY, other, tiny / "m.parquet")) \
+        is None
+    out.resume.write_bytes(b"torn")
+    assert train.load_state(out.resume, fp) is None
 
 
 def test_divergence_stops_with_a_clear_message(tiny, monkeypatch):
@@ -104,4 +110,4 @@ def test_divergence_stops_with_a_clear_message(tiny, monkeypatch):
 
     monkeypatch.setattr(losses, "hue_loss", lambda *a: torch.tensor(float("nan")))
     with pytest.raises(train.TrainError, match="loss is not finite at epoch 1, batch 0 .*hue=nan.*lower train.lr"):
-        train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", *outputs(tiny))
+        train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", outputs(tiny))

@@ -36,4 +36,5 @@ def progress(iterable, **kwargs):
     """A progress bar on a terminal, silent in CI logs."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=not sys.stderr.isatty(), **kwargs)
+    disable = kwargs.pop("disable", False) or not sys.stderr.isatty()
+    return tqdm(iterable, disable=disable, **kwargs)

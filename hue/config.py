@@ -76,11 +76,13 @@ ACTIVENESS = ("next", "last")
 
 @dataclasses.dataclass(frozen=True)
 class ExtractParams:
-    """Section `extract`: bottleneck activations of pretrained backbones."""
+    """Section `extract`: the feature sources (backbone x weights) and how their activations are taken."""
 
     backbones: tuple[str, ...] = ("resnet18",)  # registry names (hue.models)
-    weights: str = "random"  # imagenet | random (seeded, offline) | path to a state-dict file
+    weights: tuple[str, ...] = ("onehot", "hue")  # imagenet | random | onehot | hue | keys of weight_files
+    weight_files: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> state-dict path
     seed: int = 0  # init seed for weights: random
+    layer: str | None = None  # node tapped; None = the backbone's bottleneck (docs/method.md §1)
     image_size: int | None = None  # square input side; None = the backbone's native size
     batch_size: int = 64
     precision: str = "auto"  # auto: bf16 on CUDA or a CPU with native bf16, else fp32
@@ -92,12 +94,20 @@ class ExtractParams:
 
     def validate(self) -> None:
         """Check ranges and names."""
-        from hue import models
+        from hue import models, sources
 
         s = "extract"
         _require(len(self.backbones) > 0, s, "backbones", list(self.backbones), "a non-empty list")
         for name in self.backbones:
             _require(name in models.BACKBONES, s, "backbones", name, f"one of {sorted(models.BACKBONES)}")
+        _require(len(self.weights) > 0, s, "weights", list(self.weights), "a non-empty list")
+        _require(len(set(self.weights)) == len(self.weights), s, "weights", list(self.weights), "distinct names")
+        known = list(sources.KINDS) + sorted(self.weight_files)
+        for w in self.weights:
+            _require(w in known, s, "weights", w, f"one of {known} (add state-dict files under extract.weight_files)")
+        for name in self.weight_files:
+            _require(name not in sources.KINDS, s, "weight_files", name, f"a name other than {list(sources.KINDS)}")
+            _require(name.replace("_", "").isalnum(), s, "weight_files", name, "letters, digits and '_'")
         _require(self.image_size is None or self.image_size >= 32, s, "image_size", self.image_size,
                  "null or an integer >= 32")
         _require(self.batch_size >= 1, s, "batch_size", self.batch_size, "an integer >= 1")
@@ -105,7 +115,6 @@ class ExtractParams:
         _require(self.dtype in DTYPES, s, "dtype", self.dtype, f"one of {list(DTYPES)}")
         _require(self.shard_rows >= 1, s, "shard_rows", self.shard_rows, "an integer >= 1")
         _require(self.workers >= 0, s, "workers", self.workers, "an integer >= 0")
-        _require(bool(self.weights), s, "weights", self.weights, "'imagenet', 'random' or a state-dict path")
         _require(self.resize in RESIZES, s, "resize", self.resize, f"one of {list(RESIZES)}")
         _require(self.area >= 32 * 32, s, "area", self.area, "an integer >= 1024")
 
@@ -116,11 +125,13 @@ class IndexParams:
 
     n_trees: int = 20  # Annoy trees: more = better recall, bigger index
     pca_dim: int | None = None  # PCA fitted on the memory only; None = no reduction
+    shards: int = 1  # Annoy indexes per fold memory, built and searched independently, merged exactly
     seed: int = 0  # Annoy and PCA seed
 
     def validate(self) -> None:
         """Check ranges."""
         _require(self.n_trees >= 1, "index", "n_trees", self.n_trees, "an integer >= 1")
+        _require(self.shards >= 1, "index", "shards", self.shards, "an integer >= 1")
         _require(self.pca_dim is None or self.pca_dim >= 2, "index", "pca_dim", self.pca_dim,
                  "null or an integer >= 2")
 
@@ -168,6 +179,7 @@ class TrainParams:
     val_fraction: float = 0.2  # share of the training folds held out for validation
     lr: float = 1e-3  # Adam's PyTorch default
     seed: int = 0  # init, split, order and augmentation seed (same for one-hot and hue: paired)
+    devices: int = 1  # processes (GPUs) of one run; above 1 the stage runs under torchrun with DDP
 
     def validate(self) -> None:
         """Check ranges and names."""
@@ -182,6 +194,7 @@ class TrainParams:
         _require(self.image_size >= 16, s, "image_size", self.image_size, "an integer >= 16")
         _require(0 < self.val_fraction < 1, s, "val_fraction", self.val_fraction, "a number in (0, 1)")
         _require(self.lr > 0, s, "lr", self.lr, "a number > 0")
+        _require(self.devices >= 1, s, "devices", self.devices, "an integer >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,11 +225,12 @@ class LossParams:
 
 @dataclasses.dataclass(frozen=True)
 class ObserveParams:
-    """Section `observe`: the papers' observations as numbers (SPEC section 3)."""
+    """Section `observe`: the papers' observations as numbers (docs/method.md §3)."""
 
     n_permutations: int = 200  # shuffled-label baselines for the per-class R
     hue_fit_vectors: int = 50_000  # memory pixel vectors the hue plane is fitted on
-    hue_max_vectors: int = 200_000  # pixel vectors whose hue is measured (seeded sample of images)
+    hue_max_vectors: int = 200_000  # held-out pixel vectors per fold whose hue is measured (whole images)
+    compare: tuple[str, ...] = ("resnet18",)  # backbones whose one-hot and hue models are compared; () = none
     seed: int = 0
 
     def validate(self) -> None:
@@ -229,7 +243,7 @@ class ObserveParams:
 
 @dataclasses.dataclass(frozen=True)
 class InteractiveParams:
-    """Section `interactive`: InterActive features (aspect-kept resize + activeness), SPEC section 6."""
+    """Section `interactive`: InterActive features (aspect-kept resize + activeness), docs/method.md §6."""
 
     backbones: tuple[str, ...] = ("resnet18",)  # hue.models.INTERACTIVE_LAYERS names
     weights: str = "random"  # imagenet | random | state-dict path, as extract.weights
@@ -327,12 +341,38 @@ def read(path: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def load(section: str, path: Path = PARAMS_FILE) -> Any:
-    """Load one section of params.yaml as its frozen dataclass."""
+    """Load one section of params.yaml as its frozen dataclass (the file is checked as a whole first)."""
     raw = read(path)
     for name in raw:
         if name not in SECTIONS:
             raise ConfigError(f"{path}: unknown section {name!r}; known: {sorted(SECTIONS)}")
+    check_consistency(raw)
     return build(section, raw.get(section))
+
+
+def _raw(raw: Mapping[str, Any], section: str, key: str) -> Any:
+    """A raw value, or its dataclass default when params.yaml leaves it out."""
+    values = raw.get(section) or {}
+    if key in values:
+        return values[key]
+    field = {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def check_consistency(raw: Mapping[str, Any]) -> None:
+    """Rules that span sections: trained feature sources need trained backbones, comparisons need both."""
+    backbones = list(_raw(raw, "extract", "backbones") or [])
+    weights = list(_raw(raw, "extract", "weights") or [])
+    archs = list(_raw(raw, "train", "archs") or [])
+    trained = [w for w in weights if w in ("onehot", "hue")]
+    for b in backbones if trained else []:
+        _require(b in archs, "extract", "backbones", b,
+                 f"backbones the pipeline trains (train.archs = {archs}), because extract.weights has {trained}; "
+                 "add it to train.archs or drop onehot/hue from extract.weights")
+    for b in _raw(raw, "observe", "compare") or []:
+        _require(b in backbones and {"onehot", "hue"} <= set(weights), "observe", "compare", b,
+                 f"a backbone of extract.backbones ({backbones}) with onehot and hue in extract.weights "
+                 f"({weights}); or [] to compare none")
 
 
 def as_dict(params: Any) -> dict[str, Any]:

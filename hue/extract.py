@@ -19,7 +19,6 @@ from hue.config import ExtractParams
 from hue.errors import HueError
 
 
-
 class ExtractError(HueError):
     """The images cannot be extracted as asked."""
 
@@ -45,6 +44,7 @@ def input_size(frame: pd.DataFrame, params: ExtractParams, native: int) -> tuple
         side = params.image_size or native
         return side, side
     sizes = {images.interactive_size(w, h, params.area) for w, h in zip(frame["width"], frame["height"])}
+    # (a long side beyond images.side_cap(area) is capped: no single image can ask for an unbounded input)
     if len(sizes) > 1:
         shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3])
         raise ExtractError(f"extract.resize=interactive gives {len(sizes)} input shapes here ({shown}, ...) but an "
@@ -54,7 +54,7 @@ def input_size(frame: pd.DataFrame, params: ExtractParams, native: int) -> tuple
 
 
 def descriptors(fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-    """SPEC section 2 descriptors of a (B, C, H, W) float32 map; flat is rebuilt from pixel + energy."""
+    """docs/method.md §2 descriptors of a (B, C, H, W) float32 map; flat is rebuilt from pixel + energy."""
     b, c, h, w = fmap.shape
     energy = fmap.pow(2).sum(1)  # (B, H, W) ||I(x, y)||^2 before normalisation
     pixel = F.normalize(fmap.permute(0, 2, 3, 1).reshape(b, h * w, c), dim=-1)  # (B, P, C), row order y, x
@@ -84,65 +84,92 @@ def forward_batch(model: torch.nn.Module, batch: torch.Tensor, device: torch.dev
         return model(x).float()
 
 
-def tables(frame: pd.DataFrame, grid: tuple[int, int], images_per_shard: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The image-level and pixel-level metadata tables of an extract output."""
-    n, (h, w) = len(frame), grid
-    image = np.arange(n)
-    img = pd.DataFrame({"image": image, "image_id": frame["image_id"].to_numpy(), "label": frame["label"].to_numpy(),
-                        "fold": frame["fold"].to_numpy(), "shard": image // images_per_shard,
-                        "row": image % images_per_shard})
-    xs, ys = centred_positions(h, w)
-    p = h * w
-    pix = pd.DataFrame({
-        "image": np.repeat(image, p), "label": np.repeat(img["label"].to_numpy(), p),
-        "fold": np.repeat(img["fold"].to_numpy(), p), "x": np.tile(xs, n), "y": np.tile(ys, n),
-        "shard": np.repeat(img["shard"].to_numpy(), p),
-        "row": np.repeat(img["row"].to_numpy(), p) * p + np.tile(np.arange(p), n),
-    })
-    return img, pix
+def image_table(frame: pd.DataFrame, images_per_shard: int) -> pd.DataFrame:
+    """One row per image: its id, label, fold and where its vectors are (shard, row)."""
+    image = np.arange(len(frame))
+    return pd.DataFrame({"image": image, "image_id": frame["image_id"].to_numpy(), "label": frame["label"].to_numpy(),
+                         "fold": frame["fold"].to_numpy(), "shard": image // images_per_shard,
+                         "row": image % images_per_shard})
 
 
-def run(dataset: str, backbone: str, params: ExtractParams, manifest_path: Path, out: Path) -> dict:
-    """The extract stage: write the activation store of DATASET through BACKBONE to `out`."""
-    frame = shards.read_parquet(manifest_path)
-    spec = models.get(backbone)
-    size = input_size(frame, params, spec.input_size)  # (W, H)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def held_out_theta(checkpoint: Path, n_images: int) -> np.ndarray:
+    """The hue head's theta' (N, 2) on the run's held-out images, NaN elsewhere (from the training run itself)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    theta = np.full((n_images, 2), np.nan, dtype=np.float32)
+    theta[state["test_index"].numpy()] = state["test_theta"].numpy()
+    return theta
+
+
+def write_stores(frame: pd.DataFrame, nets: dict, params: ExtractParams, size: tuple[int, int],
+                 folders: dict, device: torch.device, desc: str) -> dict:
+    """Stream every image once through every model in `nets` into that model's shards under `folders`.
+
+    Images are decoded once per batch however many models there are (a trained source has one per
+    fold); memory is one batch plus one shard buffer per model.
+    """
     dtype = resolve_precision(params.precision, device)
-    model, weights_id = models.bottleneck(backbone, params.weights, params.seed)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    nets = {key: (net.to(memory_format=torch.channels_last) if device.type == "cuda" else net).to(device)
+            for key, net in nets.items()}
     loader = DataLoader(ImageFiles(frame["path"].tolist(), size), batch_size=params.batch_size, shuffle=False,
                         num_workers=params.workers, pin_memory=device.type == "cuda")
-    with shards.atomic_dir(out) as tmp:
-        writer, grid, channels, start = None, None, None, time.perf_counter()
-        energies = []
-        for batch in progress(loader, desc=f"extract {dataset}/{backbone}", unit="batch"):
-            fmap = forward_batch(model, batch, device, dtype)  # (B, C, H, W)
-            if writer is None:
+    writers, grid, channels = {}, None, None
+    for batch in progress(loader, desc=desc, unit="batch"):
+        for key, net in nets.items():
+            fmap = forward_batch(net, batch, device, dtype)  # (B, C, H, W)
+            if key not in writers:
                 channels, grid = fmap.shape[1], tuple(fmap.shape[2:])
-                writer = shards.ShardWriter(tmp, params.dtype, max(1, params.shard_rows // (grid[0] * grid[1])))
+                folders[key].mkdir(parents=True, exist_ok=True)
+                writers[key] = shards.ShardWriter(folders[key], params.dtype,
+                                                  max(1, params.shard_rows // (grid[0] * grid[1])))
             d = {k: v.cpu().numpy() for k, v in descriptors(fmap).items()}  # host sync point
-            writer.add(d["pixel"], d["gap"], d["gmp"], d["energy"])
-            energies.append(d["energy"].reshape(len(batch), -1))
-        n_shards = writer.close()
-        img, pix = tables(frame, grid, writer.images_per_shard)
-        pix["energy"] = np.concatenate(energies).ravel().astype(np.float32)
-        shards.write_parquet(tmp / "images.parquet", img)
-        shards.write_parquet(tmp / "pixels.parquet", pix)
-        info = {
-            "dataset": dataset, "backbone": backbone, "node": spec.node, "post_relu": spec.post_relu,
-            "grid": list(grid), "channels": int(channels), "weights": params.weights, "weights_id": weights_id,
-            "transform": {"resize": params.resize, "size": list(size), "interpolation": "bilinear",
-                          "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-            "dtype": params.dtype, "precision": str(dtype).replace("torch.", ""), "n_images": len(frame),
-            "n_pixels": len(pix), "n_shards": n_shards, "images_per_shard": writer.images_per_shard,
-            "versions": {"torch": torch.__version__, "torchvision": _tv_version(), "numpy": np.__version__,
-                         "python": platform.python_version()},
-        }
-        shards.write_json(tmp / "manifest.json", info)
-    return {**info, "seconds": time.perf_counter() - start}
+            writers[key].add(d["pixel"], d["gap"], d["gmp"], d["energy"])
+    return {key: {"grid": list(grid), "channels": int(channels), "precision": str(dtype).replace("torch.", ""),
+                  "n_images": len(frame), "n_pixels": len(frame) * grid[0] * grid[1], "n_shards": w.close(),
+                  "images_per_shard": w.images_per_shard} for key, w in writers.items()}
+
+
+def run(dataset: str, source_name: str, params: ExtractParams, run_folds: tuple[int, ...], manifest_path: Path,
+        model_dir: Path, out: Path, timings_out: Path) -> dict:
+    """The extract stage: the activation store of DATASET through a feature source.
+
+    A pretrained source writes one store; a trained source one store per run fold, each made
+    by the model that held that fold out (`fold<k>/`), with the hue head's theta' on it.
+    """
+    from hue import sources
+
+    source = sources.parse(source_name)
+    frame = shards.read_parquet(manifest_path)
+    spec = models.get(source.backbone)
+    size = input_size(frame, params, spec.input_size)  # (W, H)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    folds = list(run_folds) if source.trained else [None]
+    start, infos = time.perf_counter(), {}
+    with shards.atomic_dir(out) as tmp:
+        built = {fold: sources.extractor(source, params, model_dir, fold) for fold in folds}  # (model, weights id)
+        folders = {fold: tmp if fold is None else tmp / f"fold{fold}" for fold in folds}
+        stores = write_stores(frame, {f: m for f, (m, _) in built.items()}, params, size, folders, device,
+                              f"extract {dataset}/{source.name}")
+        for fold, info in stores.items():
+            table = image_table(frame, info["images_per_shard"])
+            if fold is not None:
+                theta = held_out_theta(sources.checkpoint(model_dir, fold), len(frame))
+                table["theta_x"], table["theta_y"] = theta[:, 0], theta[:, 1]
+            shards.write_parquet(folders[fold] / "images.parquet", table)
+            info = {"dataset": dataset, "source": source.name, "backbone": source.backbone, "weights": source.weights,
+                    "weights_id": built[fold][1], "fold": fold, "node": params.layer or spec.node,
+                    "post_relu": spec.post_relu and params.layer is None, **info,
+                    "n_capped": int(sum(images.capped(w, h, params.area) for w, h in zip(frame["width"], frame["height"])))
+                    if params.resize == "interactive" else 0,
+                    "transform": {"resize": params.resize, "size": list(size), "interpolation": "bilinear",
+                                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, "dtype": params.dtype,
+                    "versions": {"torch": torch.__version__, "torchvision": _tv_version(), "numpy": np.__version__,
+                                 "python": platform.python_version()}}
+            shards.write_json(folders[fold] / "manifest.json", info)
+            infos[fold] = info
+    seconds = time.perf_counter() - start
+    shards.write_json(timings_out, {"seconds": seconds, "images_per_second": len(frame) * len(folds) / seconds,
+                                    "device": device.type})
+    return infos
 
 
 def _tv_version() -> str:

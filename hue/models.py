@@ -1,4 +1,4 @@
-"""Backbone registry: torchvision models cut at their spatial bottleneck (SPEC section 1)."""
+"""Backbone registry: torchvision models cut at their spatial bottleneck (docs/method.md §1)."""
 
 from __future__ import annotations
 
@@ -100,17 +100,23 @@ def file_sha256(path: Path) -> str:
 
 
 class Bottleneck(nn.Module):
-    """The backbone truncated at its bottleneck node; returns (B, C, H, W)."""
+    """The backbone truncated at one node; returns (B, C, H, W)."""
 
     def __init__(self, model: nn.Module, node: str):
         super().__init__()
         import warnings
 
-        from torchvision.models.feature_extraction import create_feature_extractor
+        from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+        model = model.eval()
         with warnings.catch_warnings():  # "traced in eval mode" note: we only ever run eval mode
             warnings.simplefilter("ignore", UserWarning)
-            self.body = create_feature_extractor(model, return_nodes={node: "bottleneck"})
+            try:
+                self.body = create_feature_extractor(model, return_nodes={node: "bottleneck"})
+            except ValueError:
+                names = [n for n in get_graph_node_names(model)[1] if "." not in n]
+                raise ModelError(f"extract.layer = {node!r} is not a node of {type(model).__name__}; "
+                                 f"top-level nodes: {names} (or null for the bottleneck)") from None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised images -> (B, C, H, W) activations."""
@@ -118,10 +124,20 @@ class Bottleneck(nn.Module):
         return self.body(images)["bottleneck"].clone()
 
 
-def bottleneck(name: str, weights: str, seed: int = 0) -> tuple[Bottleneck, str]:
-    """The eval-mode bottleneck extractor of backbone `name` and its weights id."""
+def bottleneck(name: str, weights: str, seed: int = 0, node: str | None = None) -> tuple[Bottleneck, str]:
+    """The eval-mode extractor of backbone `name` at `node` (None = its bottleneck) and its weights id."""
     model, weights_id = build(name, weights, seed)
-    return Bottleneck(model.eval(), get(name).node).eval(), weights_id
+    return Bottleneck(model.eval(), node or get(name).node).eval(), weights_id
+
+
+def trained_bottleneck(path: Path, arch: str, node: str | None = None) -> tuple[Bottleneck, str]:
+    """The extractor of a training checkpoint's body (heads excluded) at `node`, and the file's hash."""
+    if not Path(path).is_file():
+        raise ModelError(f"{path} not found: the train stages write it (dvc repro)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = HueNet(arch, int(state["n_classes"]))
+    net.load_state_dict(state["model"])
+    return Bottleneck(net.body.eval(), node or get(arch).node).eval(), "sha256:" + file_sha256(Path(path))
 
 
 # --- training from scratch -----------------------------------------------------------------

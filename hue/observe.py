@@ -1,4 +1,4 @@
-"""The papers' observations as numbers (SPEC section 3): energy maps, where matches land,
+"""The papers' observations as numbers (docs/method.md §3): energy maps, where matches land,
 conditional match locations and the activation-space hue. Pure functions of arrays; `run`
 reads the activation store and the kNN match table and writes metrics and figures.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hue import circular
+from hue import circular, shards
 
 # --- energy maps (Fig. 3) ------------------------------------------------------------------
 
@@ -225,11 +225,36 @@ def hue_stats(vectors: np.ndarray, labels: np.ndarray, images: np.ndarray, plane
     }
 
 
+# --- the hue head and the angular labels (trained sources) --------------------------------
+
+
+def label_angles(kind: str, n_classes: int, seed: int) -> np.ndarray:
+    """phi_c, the angle of each class's angular label theta_c (the hue loss's target): (M,)."""
+    from hue import losses
+
+    labels = losses.angular_labels(kind, n_classes, seed).double().numpy()
+    return np.arctan2(labels[:, 1], labels[:, 0])
+
+
+def head_stats(theta: np.ndarray, labels: np.ndarray, phi: np.ndarray, n_perm: int, seed: int) -> dict:
+    """The hue head's theta' on held-out images: per-class circular summary and angular error to phi_c."""
+    angle = np.arctan2(theta[:, 1], theta[:, 0])  # (n,)
+    error = np.degrees(np.abs(circular.wrap(angle - phi[labels])))  # (n,) in [0, 180]
+    per_class = class_angle_stats(angle, labels, len(phi))
+    for row in per_class:
+        sel = labels == row["class"]
+        row["error_deg"] = float(error[sel].mean()) if sel.any() else None
+    means = np.array([r["mean_rad"] for r in per_class])
+    ok = ~np.isnan(means)
+    corr, corr_p = circular.correlation_test(means[ok], phi[ok], n_perm, seed)
+    return {"per_class": per_class, "error_deg": float(error.mean()), "label_corr": corr, "label_corr_p": corr_p}
+
+
 # --- the stage -----------------------------------------------------------------------------
 
 
 def _by_class(rows: list[dict]) -> dict:
-    """Per-class rows keyed by label (so `dvc metrics diff` can address them)."""
+    """Per-class rows keyed by label."""
     return {str(r["class"]): {k: v for k, v in r.items() if k != "class"} for r in rows}
 
 
@@ -241,33 +266,123 @@ def sample_images(images: np.ndarray, max_vectors: int, per_image: int, seed: in
     return np.sort(np.random.default_rng(seed).choice(images, n, replace=False))
 
 
-def run(store, matches_path, params, fold: int) -> tuple[dict, dict]:
-    """All observations of one dataset x backbone: (metrics, maps for the figures)."""
+def _mean(values) -> float | None:
+    """Mean of the finite values, None if there are none."""
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else None
+
+
+def _share_below(values, level: float = 0.05) -> float | None:
+    """Share of finite p-values below `level`."""
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float((v < level).mean()) if len(v) else None
+
+
+def observe_fold(store, matches: pd.DataFrame, fold: int, params, phi_of) -> dict:
+    """Every observation on held-out `fold`, seen through the store that serves it."""
     from hue import index
 
     labels = store.images["label"].to_numpy()
     n_classes = int(labels.max()) + 1
-    energies = np.concatenate([np.load(store.folder / f"energy-{s:05d}.npy") for s in range(store.manifest["n_shards"])])
-    energy = energy_stats(energies)  # (N, H, W) -> stats
-    matches = pd.read_parquet(matches_path)
+    p = store.n_positions
+    held = np.flatnonzero(store.images["fold"].to_numpy() == fold)
+    energy = energy_stats(store.energy(held))
     where = match_stats(matches, store.grid, n_classes, params.n_permutations, params.seed)
     conditional = conditional_stats(matches, store.grid)
+    conditional.pop("maps")
     memory = index.memory_images(store, fold)
-    p = store.n_positions
-    fit = store.vectors("pixel", sample_images(memory, params.hue_fit_vectors, p, params.seed))
-    plane = hue_plane(fit)
-    chosen = sample_images(np.arange(len(labels)), params.hue_max_vectors, p, params.seed + 1)
+    plane = hue_plane(store.vectors("pixel", sample_images(memory, params.hue_fit_vectors, p, params.seed)))
+    chosen = sample_images(held, params.hue_max_vectors, p, params.seed + 1)
     hue = hue_stats(store.vectors("pixel", chosen), np.repeat(labels[chosen], p), np.repeat(chosen, p), plane,
                     n_classes, params.n_permutations, params.seed)
-    maps = {"grid": list(store.grid), "energy_map": energy.pop("map"),
-            "heatmap_same": where.pop("heatmap_same"), "heatmap_different": where.pop("heatmap_different"),
-            "heatmap_same_by_class": where.pop("heatmap_same_by_class"), "conditional": conditional.pop("maps"),
-            "class_angles": {str(r["class"]): [r["mean_rad"], r["R"]] for r in where["per_class"]},
-            "hue_class_angles": {str(r["class"]): [r["mean_rad"], r["R"]] for r in hue["per_class"]},
-            "saturation_histogram": hue["saturation"].pop("histogram")}
-    where["per_class"] = _by_class(where["per_class"])
-    hue["per_class"] = _by_class(hue["per_class"])
-    metrics = {"dataset": store.manifest["dataset"], "backbone": store.manifest["backbone"],
-               "weights": store.manifest["weights"], "grid": list(store.grid), "hue_fit_fold": fold,
-               "energy": energy, "match_locations": where, "conditional": conditional, "activation_hue": hue}
-    return metrics, maps
+    phi = phi_of(n_classes)
+    hue_means = np.array([r["mean_rad"] for r in hue["per_class"]])
+    ok = ~np.isnan(hue_means)
+    hue["label_corr"], hue["label_corr_p"] = circular.correlation_test(hue_means[ok], phi[ok], params.n_permutations,
+                                                                       params.seed)
+    head = None
+    if "theta_x" in store.images:
+        theta = store.images[["theta_x", "theta_y"]].to_numpy()[held]
+        head = head_stats(theta, labels[held], phi, params.n_permutations, params.seed)
+    all_dist = np.hypot(matches["mx"].to_numpy() - matches["qx"].to_numpy(),
+                        matches["my"].to_numpy() - matches["qy"].to_numpy())
+    headline = {
+        "at_query_position": float((all_dist == 0).mean()) if len(all_dist) else None,
+        "match_R": _mean(r["R"] for r in where["per_class"]),
+        "match_R_shuffled": _mean(r["R_shuffled"] for r in where["per_class"]),
+        "match_significant": _share_below(r["permutation_p"] for r in where["per_class"]),
+        "tangential_radial": conditional["same"]["tangential_radial_ratio"],
+        "hue_R": _mean(r["R"] for r in hue["per_class"]),
+        "hue_R_shuffled": _mean(r["R_shuffled"] for r in hue["per_class"]),
+        "hue_significant": _share_below(r["permutation_p"] for r in hue["per_class"]),
+        "hue_label_corr": hue["label_corr"], "hue_label_corr_p": hue["label_corr_p"],
+        "energy_asymmetry": energy["symmetry"]["rot180"],
+        "head_R": _mean(r["R"] for r in head["per_class"]) if head else None,
+        "head_error_deg": head["error_deg"] if head else None,
+        "head_label_corr": head["label_corr"] if head else None,
+    }
+    for block in (where, hue) + ((head,) if head else ()):
+        block["per_class"] = _by_class(block["per_class"])
+    saturation_histogram = hue["saturation"].pop("histogram")
+    return {"headline": headline, "energy": {k: v for k, v in energy.items() if k != "map"},
+            "match_locations": {k: v for k, v in where.items() if not k.startswith("heatmap")},
+            "conditional": conditional, "activation_hue": hue, "hue_head": head,
+            "_map": energy["map"], "_hue_class_angles": {c: [r["mean_rad"], r["R"]]
+                                                          for c, r in hue["per_class"].items()},
+            "_saturation": saturation_histogram}
+
+
+def across_folds(per_fold: dict[int, dict]) -> dict:
+    """Mean, std and per-fold values of every headline number."""
+    out = {}
+    for key in next(iter(per_fold.values()))["headline"]:
+        values = {f: d["headline"][key] for f, d in per_fold.items()}
+        finite = [v for v in values.values() if v is not None and np.isfinite(v)]
+        out[key] = {"mean": float(np.mean(finite)) if finite else None,
+                    "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else None),
+                    "per_fold": {str(f): v for f, v in values.items()}}
+    return out
+
+
+def figure_maps(stores_grid: tuple[int, int], matches: pd.DataFrame, per_fold: dict[int, dict], n_classes: int,
+                n_perm: int, seed: int) -> dict:
+    """The maps behind the figures: pooled over folds where positions are comparable (image plane, theta')."""
+    pooled = match_stats(matches, stores_grid, n_classes, n_perm, seed)
+    first = per_fold[min(per_fold)]
+    head_rows = None
+    if first["hue_head"] is not None:
+        head_rows = {c: [r["mean_rad"], r["R"]] for c, r in first["hue_head"]["per_class"].items()}
+    return {"grid": list(stores_grid), "energy_map": np.mean([d["_map"] for d in per_fold.values()], 0).tolist(),
+            "heatmap_same": pooled["heatmap_same"], "heatmap_different": pooled["heatmap_different"],
+            "heatmap_same_by_class": pooled["heatmap_same_by_class"],
+            "mean_radius_same": pooled["mean_radius_same"], "mean_radius_different": pooled["mean_radius_different"],
+            "conditional": conditional_maps(matches, stores_grid),
+            "class_angles": {str(r["class"]): [r["mean_rad"], r["R"]] for r in pooled["per_class"]},
+            "hue_class_angles": first["_hue_class_angles"], "head_class_angles": head_rows,
+            "saturation_histogram": first["_saturation"], "hue_fold": min(per_fold)}
+
+
+def run(activations, matches_path, params, run_folds: tuple[int, ...], labels_kind: str,
+        labels_seed: int) -> tuple[dict, dict]:
+    """All observations of one dataset x source, fold by fold: (detail, maps for the figures).
+
+    Each held-out fold is observed through the store that serves it: for a trained source the
+    model that never saw it; the hue plane is fitted on that fold's memory only.
+    """
+    matches = pd.read_parquet(matches_path)
+    phi_of = lambda m: label_angles(labels_kind, m, labels_seed)  # noqa: E731
+    per_fold, store = {}, None
+    for fold in run_folds:
+        store = shards.open_store(activations, fold)
+        per_fold[fold] = observe_fold(store, matches[matches["fold"] == fold], fold, params, phi_of)
+    n_classes = int(store.images["label"].max()) + 1
+    maps = figure_maps(store.grid, matches, per_fold, n_classes, params.n_permutations, params.seed)
+    for d in per_fold.values():
+        for key in [k for k in d if k.startswith("_")]:
+            d.pop(key)
+    detail = {"dataset": store.manifest["dataset"], "source": store.manifest["source"],
+              "weights_id": store.manifest["weights_id"], "grid": list(store.grid), "labels": labels_kind,
+              "headline": across_folds(per_fold), "folds": {str(f): d for f, d in per_fold.items()}}
+    return detail, maps

@@ -85,10 +85,11 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 #   gap-00000.npy     (images, C) unit global-average-pooled vectors
 #   gmp-00000.npy     (images, C) unit global-max-pooled vectors
 #   energy-00000.npy  (images, H, W) float32 ||I(x, y)||^2 before normalisation
-#   images.parquet    image, image_id, label, fold, shard, row
-#   pixels.parquet    image, label, fold, x, y, shard, row, energy
-#   manifest.json     backbone, node, grid, weights and their hash, transform, dtype, versions
-# `flat` is not stored twice: it is rebuilt exactly from pixel vectors and energies.
+#   images.parquet    image, image_id, label, fold, shard, row (+ theta_x, theta_y: the hue head, trained sources)
+#   manifest.json     source, node, grid, weights and their hash, transform, dtype, versions
+# A trained source has one such store per held-out fold, in fold<k>/ (made by that fold's model).
+# `flat` is not stored twice: it is rebuilt exactly from pixel vectors and energies; a pixel's
+# centred position follows from its row (image, y, x) and the grid.
 
 import numpy as np  # noqa: E402
 
@@ -148,9 +149,12 @@ class ActivationStore:
         """Memory-map one shard."""
         return np.load(self.folder / f"{key}-{shard:05d}.npy", mmap_mode="r")
 
-    def pixels(self) -> pd.DataFrame:
-        """The pixel-level table (one row per pixel vector)."""
-        return read_parquet(self.folder / "pixels.parquet")
+    def energy(self, images: np.ndarray) -> np.ndarray:
+        """Energy maps ||I(x, y)||^2 of the sorted global image indices: (n, H, W) float32."""
+        table = self.images.iloc[images]
+        parts = [np.asarray(self._shard("energy", shard)[group["row"].to_numpy()], dtype=np.float32)
+                 for shard, group in table.groupby("shard", sort=True)]
+        return np.concatenate(parts) if parts else np.zeros((0, *self.grid), np.float32)
 
     def iter_vectors(self, descriptor: str, images: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (image indices, vectors) shard by shard for the sorted global image indices `images`.
@@ -175,6 +179,12 @@ class ActivationStore:
         """All vectors of `images` (sorted global indices) in one float32 array."""
         parts = [v for _, v in self.iter_vectors(descriptor, np.asarray(images))]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def open_store(folder: Path, fold: int) -> ActivationStore:
+    """The store serving held-out `fold`: its own fold<k>/ store (trained sources) or the shared one."""
+    own = Path(folder) / f"fold{fold}"
+    return ActivationStore(own if (own / "manifest.json").exists() else folder)
 
 
 def flat_from_pixels(unit_pixels: np.ndarray, energy: np.ndarray) -> np.ndarray:

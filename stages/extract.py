@@ -1,8 +1,8 @@
-"""Extract stage: bottleneck activations of a dataset through a backbone, to shards."""
+"""Extract stage: a feature source's card, and bottleneck activations of a dataset through it, to shards."""
 
 import typer
 
-from hue import config, extract, paths
+from hue import config, extract, paths, sources
 from hue.cli import guarded
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -10,10 +10,25 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 @guarded
-def main(dataset: str, backbone: str) -> None:
-    """Extract bottleneck activations of DATASET through BACKBONE."""
-    cfg = config.load("extract")
-    extract.run(dataset, backbone, cfg, paths.manifest(dataset), paths.activations(dataset, backbone))
+def card(dataset: str, source: str) -> None:
+    """Write the weights card of SOURCE (<backbone>-<weights>) for DATASET."""
+    sources.write_card(source, config.load("extract"), paths.card(dataset, source))
+
+
+@app.command("weight-file")
+@guarded
+def weight_file(name: str) -> None:
+    """Hash the state-dict file extract.weight_files.NAME."""
+    sources.snapshot_weight_file(name, config.load("extract"), paths.weight_file_snapshot(name))
+
+
+@app.command()
+@guarded
+def run(dataset: str, source: str) -> None:
+    """Extract activations of DATASET through SOURCE (one store per run fold for trained sources)."""
+    cfg, data = config.load("extract"), config.load("data")
+    extract.run(dataset, source, cfg, data.run_folds, paths.manifest(dataset), paths.model_dir(dataset, source),
+                paths.activations(dataset, source), paths.timings("extract", f"{dataset}-{source}"))
 
 
 if __name__ == "__main__":

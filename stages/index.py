@@ -1,4 +1,4 @@
-"""Index stage: Annoy indexes over one fold's memory, per descriptor."""
+"""Index stage: Annoy indexes over one fold's memory, per descriptor (index.shards of them)."""
 
 import typer
 
@@ -10,11 +10,11 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 @guarded
-def main(dataset: str, backbone: str, fold: int) -> None:
-    """Index the memory (every fold but FOLD) of DATASET through BACKBONE."""
+def main(dataset: str, source: str, fold: int) -> None:
+    """Index the memory (every fold but FOLD) of DATASET through SOURCE."""
     cfg, knn = config.load("index"), config.load("knn")
-    store = shards.ActivationStore(paths.activations(dataset, backbone))
-    index.run(store, fold, knn.descriptors, cfg, paths.index_dir(dataset, backbone, fold))
+    store = shards.open_store(paths.activations(dataset, source), fold)
+    index.run(store, fold, knn.descriptors, cfg, paths.index_dir(dataset, source, fold))
 
 
 if __name__ == "__main__":

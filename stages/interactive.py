@@ -14,7 +14,7 @@ def main(dataset: str, backbone: str) -> None:
     """Evaluate InterActive features of DATASET through BACKBONE on every run fold."""
     cfg, data, knn = config.load("interactive"), config.load("data"), config.load("knn")
     interactive.run(dataset, backbone, cfg, data.run_folds, knn.k, knn.eps, paths.manifest(dataset),
-                    paths.interactive_metrics(dataset, backbone), paths.interactive_table(dataset, backbone))
+                    paths.interactive_detail(dataset, backbone), paths.interactive_table(dataset, backbone))
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ def copy_repo(dest: Path, params: dict | None = None) -> Path:
         if src.is_file() and not rel.startswith(("metrics/", "plots/", "data/")) and rel != "dvc.lock":
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    (dest / "data" / "folders").mkdir(parents=True, exist_ok=True)
-    (dest / "data" / "folders" / ".gitkeep").touch()
+    for keep in ("folders", "weights"):  # directories the pipeline depends on, empty by default
+        (dest / "data" / keep).mkdir(parents=True, exist_ok=True)
+        (dest / "data" / keep / ".gitkeep").touch()
     if params:
         raw = yaml.safe_load((dest / "params.yaml").read_text())
         for section, values in params.items():
@@ -82,3 +83,16 @@ def copy_repo(dest: Path, params: dict | None = None) -> Path:
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         run(cmd, dest)
     return dest
+
+
+def interrupt_on_call(monkeypatch, owner, name: str, n: int) -> None:
+    """Make owner.name raise KeyboardInterrupt on its n-th call (a kill in the middle of a run)."""
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupted)

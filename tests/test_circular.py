@@ -39,3 +39,29 @@ def test_uniform_angles_have_r_near_zero_and_large_p():
 
 def test_empty_input_is_nan():
     assert np.isnan(circular.circular_mean(np.array([]))) and np.isnan(circular.rayleigh_test(np.array([])))
+
+
+def test_circular_correlation_of_aligned_rotated_reflected_and_shuffled_angles():
+    rng = np.random.default_rng(0)
+    beta = rng.uniform(-np.pi, np.pi, 10)  # e.g. ten class label angles
+    assert circular.correlation(beta, beta) == pytest.approx(1.0)
+    assert circular.correlation(beta + 1.3, beta) == pytest.approx(1.0)  # a rotation of the hue plane changes nothing
+    assert circular.correlation(-beta, beta) == pytest.approx(-1.0)  # a reflection flips the sign
+    r, p = circular.correlation_test(-beta + 0.4, beta, n_perm=500, seed=0)
+    assert r == pytest.approx(1.0) and p < 0.01  # |r|: the plane's handedness is arbitrary
+    rs, ps = [], []
+    for seed in range(20):  # unrelated angles: |r| small on average, p spread out
+        r, p = circular.correlation_test(rng.uniform(-np.pi, np.pi, 10), beta, n_perm=200, seed=seed)
+        rs.append(r)
+        ps.append(p)
+    assert np.mean(rs) < 0.45 and np.mean(ps) > 0.3
+
+
+def test_circular_correlation_of_a_constant_set_is_undefined():
+    assert np.isnan(circular.correlation(np.zeros(5), np.arange(5.0)))
+    r, p = circular.correlation_test(np.zeros(5), np.arange(5.0), n_perm=10, seed=0)
+    assert np.isnan(r) and np.isnan(p)
+
+
+def test_wrap():
+    assert circular.wrap(np.array([3 * np.pi / 2, -3 * np.pi / 2, 0.5])) == pytest.approx([-np.pi / 2, np.pi / 2, 0.5])

@@ -55,3 +55,55 @@ def test_unknown_section_rejected(tmp_path):
     f.write_text("data: {}\nmystery: {a: 1}\n")
     with pytest.raises(ConfigError, match="unknown section 'mystery'"):
         config.load("data", f)
+
+
+def write_params(tmp_path, extract=None, train=None, observe=None):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in (("extract", extract), ("train", train), ("observe", observe)):
+        raw[section].update(values or {})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_trained_sources_need_trained_backbones(tmp_path):
+    path = write_params(tmp_path, extract={"backbones": ["resnet18", "densenet201"]})
+    with pytest.raises(ConfigError) as err:
+        config.load("data", path)
+    msg = str(err.value)
+    assert "extract.backbones = 'densenet201' is invalid" in msg and "train.archs = ['resnet18']" in msg
+    assert "add it to train.archs or drop onehot/hue from extract.weights" in msg and "\n" not in msg
+    ok = write_params(tmp_path, extract={"backbones": ["densenet201"], "weights": ["imagenet"]},
+                      observe={"compare": []})
+    assert config.load("extract", ok).weights == ("imagenet",)
+
+
+def test_compare_needs_both_trained_sources(tmp_path):
+    path = write_params(tmp_path, extract={"weights": ["hue"]})
+    with pytest.raises(ConfigError, match="observe.compare = 'resnet18' is invalid.*onehot and hue in extract.weights"):
+        config.load("observe", path)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"weights": ["resnet"]}, "extract.weights = 'resnet' is invalid; allowed: one of ['imagenet', 'random', 'onehot'"),
+    ({"weights": ["mine"], "weight_files": {"mine": "/w.pt"}}, None),
+    ({"weights": "imagenet"}, "extract.weights = 'imagenet' is invalid; allowed: a list of str"),
+    ({"weights": ["hue", "hue"]}, "distinct names"),
+    ({"weight_files": {"hue": "/w.pt"}}, "a name other than"),
+])
+def test_extract_weights(raw, needle):
+    if needle is None:
+        assert config.build("extract", raw).weight_files["mine"] == "/w.pt"
+        return
+    with pytest.raises(ConfigError) as err:
+        config.build("extract", raw)
+    assert needle in str(err.value)
+
+
+def test_new_scale_params_are_checked():
+    with pytest.raises(ConfigError, match="index.shards = 0 is invalid"):
+        config.build("index", {"shards": 0})
+    with pytest.raises(ConfigError, match="train.devices = 0 is invalid"):
+        config.build("train", {"devices": 0})

@@ -137,3 +137,67 @@ def test_hue_stats_find_class_specific_hue():
     assert s["saturation"]["mean"] == pytest.approx(expected_sat) and s["saturation"]["std"] == pytest.approx(0, abs=1e-9)
     assert s["saturation"]["quantiles"]["p50"] == pytest.approx(expected_sat)
     assert sum(s["saturation"]["histogram"]) == 400 and s["saturation"]["histogram"][int(expected_sat * 20)] == 400
+
+
+def test_head_stats_measure_theta_against_the_label_angles():
+    phi = observe.label_angles("circle", 4, 0)
+    assert phi == pytest.approx(np.array([0, np.pi / 2, np.pi, -np.pi / 2]))
+    labels = np.repeat(np.arange(4), 25)
+    offset = np.radians(10)  # every theta' sits 10 degrees past its class's label angle
+    theta = np.stack([np.cos(phi[labels] + offset), np.sin(phi[labels] + offset)], 1) * 0.3
+    s = observe.head_stats(theta, labels, phi, n_perm=100, seed=0)
+    assert s["error_deg"] == pytest.approx(10) and s["per_class"][2]["error_deg"] == pytest.approx(10)
+    assert s["per_class"][0]["R"] == pytest.approx(1) and s["label_corr"] == pytest.approx(1)
+    shuffled = observe.head_stats(theta, np.random.default_rng(0).permutation(labels), phi, n_perm=100, seed=0)
+    assert shuffled["error_deg"] > 45 and shuffled["per_class"][0]["R"] < 0.6
+
+
+def planted_store(tmp_path, n_per_class=12, n_classes=3, grid=(3, 3), dim=24, seed=0):
+    """An activation store whose class c sits at activation-space hue angle 2 pi c / C (known answer)."""
+    from hue import shards
+
+    rng = np.random.default_rng(seed)
+    u = np.full(dim, 1 / np.sqrt(dim))
+    basis = np.linalg.qr(np.column_stack([u, rng.normal(size=(dim, 2))]))[0][:, 1:].T  # (2, N) plane _|_ u
+    n, p = n_per_class * n_classes, grid[0] * grid[1]
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    folds = np.tile(np.arange(3), n // 3)
+    angle = 2 * np.pi * labels / n_classes
+    raw = u * 2.0 + (np.cos(angle)[:, None] * basis[0] + np.sin(angle)[:, None] * basis[1])  # (n, N)
+    pix = np.repeat(raw[:, None, :], p, 1) + 0.02 * rng.normal(size=(n, p, dim))  # (n, P, N)
+    energy = (pix ** 2).sum(-1).reshape(n, *grid)
+    unit = pix / np.linalg.norm(pix, axis=-1, keepdims=True)
+    gap = unit.mean(1) / np.linalg.norm(unit.mean(1), axis=1, keepdims=True)
+    w = shards.ShardWriter(tmp_path, "float32", n)
+    w.add(unit.astype(np.float32), gap.astype(np.float32), gap.astype(np.float32), energy.astype(np.float32))
+    w.close()
+    import pandas as pd
+
+    shards.write_parquet(tmp_path / "images.parquet", pd.DataFrame(
+        {"image": np.arange(n), "image_id": [str(i) for i in range(n)], "label": labels, "fold": folds,
+         "shard": 0, "row": np.arange(n)}))
+    shards.write_json(tmp_path / "manifest.json", {"dataset": "t", "source": "x-random", "weights_id": "w",
+                                                   "grid": list(grid), "n_shards": 1})
+    return shards.ActivationStore(tmp_path), angle
+
+
+def test_observe_fold_finds_the_planted_activation_hue_and_its_alignment_with_the_labels(tmp_path):
+    from hue import config
+
+    store, _ = planted_store(tmp_path, n_per_class=6, n_classes=6)
+    labels = store.images["label"].to_numpy()
+    held = np.flatnonzero(store.images["fold"].to_numpy() == 0)
+    matches = pd.DataFrame({"fold": 0, "query_image": np.repeat(held, 2), "qx": 0.0, "qy": 0.0,
+                            "query_label": np.repeat(labels[held], 2), "rank": np.tile([0, 1], len(held)),
+                            "match_image": 0, "mx": np.tile([0.0, 1.0], len(held)), "my": 0.0,
+                            "match_label": np.repeat(labels[held], 2), "distance": 0.1})
+    params = config.build("observe", {"n_permutations": 100, "hue_fit_vectors": 1000, "hue_max_vectors": 1000})
+    d = observe.observe_fold(store, matches, 0, params, lambda m: 2 * np.pi * np.arange(m) / m)
+    h = d["headline"]
+    assert h["hue_R"] > 0.99 and h["hue_label_corr"] == pytest.approx(1, abs=1e-3)  # planted at the label angles
+    assert h["hue_label_corr_p"] < 0.05
+    assert h["at_query_position"] == pytest.approx(0.5)  # one of each query's two matches is at its own position
+    assert h["head_R"] is None and d["hue_head"] is None  # no hue head: a pretrained source
+    scrambled = lambda m: 2 * np.pi * np.array([0, 3, 1, 5, 2, 4])[:m] / m  # noqa: E731  not a rotation or reflection
+    s2 = observe.observe_fold(store, matches, 0, params, scrambled)["headline"]
+    assert s2["hue_label_corr"] < 0.8 and s2["hue_label_corr_p"] > 0.05 and s2["hue_R"] == h["hue_R"]

@@ -2,7 +2,8 @@
 
 Headline metrics are a few small files a reviewer reads in `dvc metrics diff` / `dvc exp show`;
 `metrics/detail/folds.json` mirrors their keys with the per-fold values behind each one, which
-is what `hue review` pairs across revisions.
+is what `hue review` pairs across revisions; its `diagnostics` key holds each hue run's final
+loss diagnostics, which `hue sweep` reads (the per-run detail files are DVC-cached, not in git).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import dataclasses
 from pathlib import Path
 
 from hue import report, shards, stats
+
+# the per-run numbers `hue sweep` needs from every hue run
+DIAGNOSTICS = ("final_grad_ratio", "final_loss_hue", "log_m", "distance_scale")
 
 # the observation numbers a reviewer reads first (every one is in the per-fold detail too)
 OBSERVE_HEADLINE = ("at_query_position", "match_R", "tangential_radial", "hue_R", "hue_label_corr",
@@ -55,6 +59,12 @@ def train_headline(cells: dict[str, dict]) -> tuple[dict, dict]:
     return metrics, folds
 
 
+def diagnostics(pairs: dict[str, dict]) -> dict:
+    """{dataset/arch: {fold: {final_grad_ratio, final_loss_hue, log_m, distance_scale}}} of the hue runs."""
+    return {key: {str(f): {k: run.get(k) for k in DIAGNOSTICS} for f, run in sorted(p["hue"].items())}
+            for key, p in pairs.items()}
+
+
 def knn_headline(details: dict[str, dict]) -> tuple[dict, dict]:
     """kNN accuracy per source and descriptor, and per fold."""
     metrics = {k: {d: v["accuracy"] for d, v in m["descriptors"].items()} for k, m in details.items()}
@@ -90,7 +100,8 @@ def run(train_paths: dict[tuple, Path], knn_paths: dict[tuple, Path], observe_pa
     obs_m, obs_f = observe_headline(observe)
     for path, metrics in ((out.train, train_m), (out.knn, knn_m), (out.observe, obs_m)):
         shards.write_json(path, metrics)
-    shards.write_json(out.folds, {str(out.train): train_f, str(out.knn): knn_f, str(out.observe): obs_f})
+    shards.write_json(out.folds, {str(out.train): train_f, str(out.knn): knn_f, str(out.observe): obs_f,
+                                  "diagnostics": diagnostics(pairs)})
     with shards.atomic_file(out.table_csv) as tmp:
         report.table1_frame(cells).to_csv(tmp, index=False)
     with shards.atomic_file(out.table_md) as tmp:

@@ -29,8 +29,8 @@ OBSERVE_ROWS = (
     ("head_label_corr", "|circular corr.| of class θ′ means with label angles θ_c"),
 )
 NOTE = ("Mean ± std over held-out folds. Fold k of both models is the network trained with fold k held out "
-        "(memory = the other folds), so Δ is paired. With 5 folds a paired t-test is coarse: read the CI and "
-        "the verdict, not the p-value alone.")
+        "(memory = the other folds), so Δ is paired. With a handful of folds a paired t-test is coarse: read the CI "
+        "and the verdict, not the p-value alone.")
 
 
 def _cell(values: list[float]) -> str:

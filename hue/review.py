@@ -174,8 +174,8 @@ def markdown(base: Side, new: Side, params: list[dict], rows: list[dict], figure
     counts = {v: sum(r["verdict"] == v for r in rows) for v in dict.fromkeys(r["verdict"] for r in rows)}
     lines = [f"# hue review: {new.label} vs {base.label}", "",
              "Verdicts pair the per-fold values of both sides (same folds): **changed** when the 95% CI of the "
-             "mean per-fold delta excludes 0, **within fold noise** when it does not. With 5 folds only large, "
-             "consistent changes clear the bar; a small delta called noise is not evidence of no effect.", "",
+             "mean per-fold delta excludes 0, **within fold noise** when it does not. With a handful of folds only "
+             "large, consistent changes clear the bar; a small delta called noise is not evidence of no effect.", "",
              "**Summary:** " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no headline metrics"), ""]
     if not any(r["base"] is not None for r in rows):
         lines += [f"_The base ({base.label}) has no headline metrics: every metric is new._", ""]

@@ -89,7 +89,8 @@ def load(name: str, rev: str, state: str, params: dict, read: Reader, key: str) 
         exp.note = f"{state}: no results (exp show's metrics for it are its parent's, not its own)"
         return exp
     raw = read(rev, paths.FOLDS.as_posix())
-    folds = (json.loads(raw) if raw else {}).get(paths.TRAIN_METRICS.as_posix(), {}).get(key)
+    mirror = json.loads(raw) if raw else {}
+    folds = mirror.get(paths.TRAIN_METRICS.as_posix(), {}).get(key)
     if not folds:
         exp.note = f"no per-fold training results for {key} at {rev[:8]}"
         return exp
@@ -98,11 +99,8 @@ def load(name: str, rev: str, state: str, params: dict, read: Reader, key: str) 
     missing = [f for f in expected if f not in exp.onehot or f not in exp.hue]
     if missing:
         exp.note = f"missing folds {missing}: paired over {len(set(exp.onehot) & set(exp.hue))} folds"
-    dataset, arch = key.split("/")
     ratios, excess, scales = [], [], set()
-    for fold in exp.hue:
-        raw = read(rev, paths.train_detail(dataset, arch, "hue", int(fold)).as_posix())
-        detail = json.loads(raw) if raw else {}
+    for detail in mirror.get("diagnostics", {}).get(key, {}).values():
         if detail.get("final_grad_ratio") is not None:
             ratios.append(detail["final_grad_ratio"])
         if detail.get("final_loss_hue") is not None and detail.get("log_m") is not None:

@@ -14,7 +14,8 @@ def planted(tmp_path, onehot, hue):
         for fold, acc in enumerate(accs):
             path = tmp_path / f"{loss}{fold}.json"
             shards.write_json(path, {"test_accuracy": acc, "test_accuracy_best_val": acc,
-                                     "hue_test_accuracy": None if loss == "onehot" else 0.5})
+                                     "hue_test_accuracy": None if loss == "onehot" else 0.5,
+                                     "final_grad_ratio": None if loss == "onehot" else 0.1 * (fold + 1)})
             runs[("d", "resnet18", loss, fold)] = path
     knn = tmp_path / "knn.json"
     shards.write_json(knn, {"descriptors": {"pixel": {"accuracy": 0.9, "accuracy_per_fold": {"0": 0.8, "1": 1.0}},
@@ -49,6 +50,8 @@ def test_aggregate_pairs_folds_and_writes_headline_metrics_table_and_figure(tmp_
     assert folds[str(out.train)]["d/resnet18"]["delta"]["2"] == pytest.approx(0.06)
     assert folds[str(out.knn)]["d/resnet18-hue"]["pixel"] == {"0": 0.8, "1": 1.0}
     assert folds[str(out.observe)]["d/resnet18-hue"]["hue_R"] == {"0": 0.2, "1": 0.4}
+    # the hue runs' diagnostics, for `hue sweep` (the per-run detail files are not in git)
+    assert folds["diagnostics"]["d/resnet18"]["1"]["final_grad_ratio"] == pytest.approx(0.2)
     md = out.table_md.read_text()
     assert "| d | resnet18 | 0.5500 ± " in md and "+0.0400" in md and "| changed |" in md
     assert "| d/resnet18-hue | 0.9000 | 0.8000 |" in md

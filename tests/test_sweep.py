@@ -32,12 +32,11 @@ def fixture():
                ("rev222", {"0": 0.52, "1": 0.61})]  # rev222 lost fold 2
     store = {}
     for rev, hue in results:
-        folds = {"metrics/train.json": {KEY: {"onehot": onehot, "hue": hue, "hue_head": {f: 0.3 for f in hue}}}}
+        diagnostics = {f: {"final_grad_ratio": 0.01 if rev != "rev111" else 0.5, "final_loss_hue": 2.30,
+                           "log_m": 2.302585, "distance_scale": 20.0 if rev == "base000" else 1.0} for f in hue}
+        folds = {"metrics/train.json": {KEY: {"onehot": onehot, "hue": hue, "hue_head": {f: 0.3 for f in hue}}},
+                 "diagnostics": {KEY: diagnostics}}
         store[(rev, "metrics/detail/folds.json")] = json.dumps(folds).encode()
-        for f in hue:
-            store[(rev, f"metrics/detail/train/d-resnet18-hue-fold{f}.json")] = json.dumps(
-                {"final_grad_ratio": 0.01 if rev != "rev111" else 0.5, "final_loss_hue": 2.30,
-                 "log_m": 2.302585, "distance_scale": 20.0 if rev == "base000" else 1.0}).encode()
     return shown, lambda rev, path: store.get((rev, path))
 
 

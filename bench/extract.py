@@ -67,6 +67,7 @@ def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: 
 
 @app.command()
 def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, repeats: int = 3,
+         tile: int = typer.Option(1, help="repeat the manifest's images this many times (amortises start-up)"),
          workers: int = typer.Option(-1, help="override extract.workers (-1: params.yaml)"),
          thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
     """Run the three extractions side by side and print the ratios."""
@@ -82,6 +83,10 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
     frame = shards.read_parquet(paths.manifest(dataset))
     if images:
         frame = frame.iloc[:images]
+    if tile > 1:
+        import pandas as pd
+
+        frame = pd.concat([frame] * tile, ignore_index=True)
     size = extract.input_size(frame, params, models.get(backbone).input_size)  # (W, H)
     print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
           f"precision {params.precision}, workers {params.workers}")

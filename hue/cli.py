@@ -16,6 +16,9 @@ def guarded(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from hue import paths
+
+        paths.share_download_cache()  # no-op outside a queued experiment's workspace
         try:
             return fn(*args, **kwargs)
         except HueError as err:

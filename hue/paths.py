@@ -1,8 +1,9 @@
 """Every path the pipeline reads or writes, in one place (relative to the repo root).
 
-metrics/*.json are the DVC metrics (headline numbers only); metrics/detail/ holds the
-per-fold and per-class numbers behind them and metrics/timings/ the throughputs: both are
-plain, versioned outputs, so `dvc metrics diff` stays short and deterministic.
+metrics/*.json are the DVC metrics (headline numbers only); metrics/detail/folds.json mirrors
+them per fold; metrics/detail/<stage>/ holds the per-run and per-class numbers and
+metrics/timings/ the throughputs: plain (DVC-cached) outputs, so `dvc metrics diff` stays
+short and deterministic.
 """
 
 from __future__ import annotations
@@ -19,6 +20,27 @@ PLOTS = Path("plots")
 def raw(dataset: str) -> Path:
     """Where a dataset's image files are downloaded or written."""
     return DATA / "raw" / dataset
+
+
+def share_download_cache(cwd: Path | None = None) -> Path | None:
+    """In a DVC queue's temporary workspace, link its data/raw to the main workspace's; return the link.
+
+    data/raw/ is a download cache, not a DVC output (a stage rerun would delete hand-placed
+    files), so the copy `dvc exp run --queue` makes at <root>/.dvc/tmp/exps/<tmp>/ has none:
+    its stages would not find the images its manifest names. Queued experiments share the
+    main workspace's cache instead.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            link, main = cwd / DATA / "raw", Path(*parts[:i]) / DATA / "raw"
+            if not link.exists() and not link.is_symlink():
+                main.mkdir(parents=True, exist_ok=True)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(main, target_is_directory=True)
+            return link
+    return None
 
 
 def folder_snapshot(dataset: str) -> Path:

@@ -232,6 +232,8 @@ def exp_show(all_commits: bool) -> list[dict]:
 def report(shown: list[dict], read: Reader, key: str, out_dir: Path) -> list[Experiment]:
     """Write `sweep.md` and the figures under `out_dir` for dataset/arch `key`."""
     experiments = [load(*e, read=read, key=key) for e in entries(shown)]
+    if any(e.onehot for e in experiments):  # commits without results for `key` (other datasets: -A) are noise
+        experiments = [e for e in experiments if e.onehot or e.state != "baseline"]
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = plot(experiments, out_dir)
     text = table(experiments, key) + "\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures) + "\n"

@@ -78,3 +78,10 @@ def test_queued_and_running_experiments_are_listed_without_numbers(tmp_path):
     rows = {e.name: e for e in sweep.report(shown, lambda rev, path: None, KEY, tmp_path)}
     assert rows["waiting"].note.startswith("queued") and rows["busy"].note.startswith("running")
     assert rows["main"].note.startswith("no per-fold training results")
+
+
+def test_commits_without_results_for_the_key_are_dropped_when_others_have_them(tmp_path):
+    shown, read = fixture()
+    shown.append({"rev": "other99", "name": "other", "data": {"params": {"params.yaml": {"data": params(1.0)}}}})
+    names = {e.name for e in sweep.report(shown, read, KEY, tmp_path)}
+    assert "other" not in names and {"main", "big-gain", "broken"} <= names

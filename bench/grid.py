@@ -2,6 +2,7 @@
 
     python bench/grid.py                        # digits, after `dvc repro` (uses its fold-0 checkpoints)
     python bench/grid.py --dataset dtd10dev --train-size 64
+    python bench/grid.py --parts B --epochs 2 --per-class 30  # only the training options
 
 A ResNet-18 trained at 32 px has a 1x1 bottleneck. Options, measured side by side in one run:
   A. extraction-side, on the pipeline's own checkpoint (trained at --train-size):
@@ -84,15 +85,26 @@ def train_variant(frame, params, stem: str, fold: int = 0) -> tuple[torch.nn.Mod
 
 
 @app.command()
-def main(dataset: str = "digits", fold: int = 0, train_size: int = 32, per_class: int = 40, epochs: int = 4) -> None:
+def main(dataset: str = "digits", fold: int = 0, train_size: int = 32, per_class: int = 40, epochs: int = 4,
+         parts: str = "AB") -> None:
     """Print cost and accuracy of every grid option, and the cost ratios against the defaults."""
-    from hue import config, paths, shards
-    from hue.models import HueNet
+    from hue import paths, shards
 
     frame = shards.read_parquet(paths.manifest(dataset))
     labels, folds = frame["label"].to_numpy(), frame["fold"].to_numpy()
     print(f"{dataset}: {len(frame)} images; machine {platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
+
+    if "A" in parts:
+        extraction_options(frame, labels, folds, dataset, fold, train_size)
+    if "B" in parts:
+        training_options(frame, fold, train_size, per_class, epochs)
+
+
+def extraction_options(frame, labels, folds, dataset: str, fold: int, train_size: int) -> None:
+    """A: the pipeline's checkpoint at other nodes and inputs: grid, img/s, kNN accuracy."""
+    from hue import paths
+    from hue.models import HueNet
 
     print("\nA. extraction options on the pipeline's checkpoint (fold "
           f"{fold}, one-hot and hue, trained at {train_size} px)")
@@ -113,10 +125,16 @@ def main(dataset: str = "digits", fold: int = 0, train_size: int = 32, per_class
     print("extraction time relative to layer3 @ 80 px: " + ", ".join(
         f"{n}@{s}: {ref / r:.2f}x" for (n, s), r in base_rate.items()))
 
+
+def training_options(frame, fold: int, train_size: int, per_class: int, epochs: int) -> None:
+    """B: train at the size (or with the stem) that gives the grid natively, against the 32 px baseline."""
+    from hue import config, shards
+
     print(f"\nB. training options on {per_class} images per class, {epochs} epochs, fold {fold} "
           "(grid = bottleneck at the training input)")
-    sub = frame.groupby("label", group_keys=False).apply(lambda g: g.head(per_class)).reset_index(drop=True)
     import tempfile
+
+    sub = frame.groupby("label").head(per_class).reset_index(drop=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         manifest = os.path.join(tmp, "m.parquet")

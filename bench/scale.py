@@ -45,11 +45,17 @@ def clustered(n: int, dim: int, seed: int, out: Path, chunk: int = 100_000) -> N
     del arr
 
 
+def _header(f) -> tuple[int, ...]:
+    """The shape in a .npy header; leaves `f` at the first data byte."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)[0]
+
+
 def read_rows(path: str, a: int, b: int) -> np.ndarray:
     """Rows a..b of a float32 .npy file by plain reads (no memory map, whose touched pages would count as RSS)."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        shape, _, _ = np.lib.format._read_array_header(f, version)
+        shape = _header(f)
         f.seek(f.tell() + a * shape[1] * 4)
         return np.fromfile(f, dtype=np.float32, count=(b - a) * shape[1]).reshape(b - a, shape[1])
 
@@ -57,12 +63,14 @@ def read_rows(path: str, a: int, b: int) -> np.ndarray:
 def n_rows(path: str) -> tuple[int, int]:
     """(rows, dim) of a .npy file, from its header."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        return np.lib.format._read_array_header(f, version)[0]
+        return _header(f)
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size."""
+    """This process's peak resident set size (VmHWM: ru_maxrss would carry the parent's peak over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

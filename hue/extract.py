@@ -110,8 +110,11 @@ def write_stores(frame: pd.DataFrame, nets: dict, params: ExtractParams, size: t
     dtype = resolve_precision(params.precision, device)
     nets = {key: (net.to(memory_format=torch.channels_last) if device.type == "cuda" else net).to(device)
             for key, net in nets.items()}
+    # on the CPU the forward already uses every core: decoding workers only compete with it
+    # (bench/extract.py: stage/bare 0.73-0.82 with 2 workers, 0.86 in-process on 2 cores)
+    workers = params.workers if device.type == "cuda" else 0
     loader = DataLoader(ImageFiles(frame["path"].tolist(), size), batch_size=params.batch_size, shuffle=False,
-                        num_workers=params.workers, pin_memory=device.type == "cuda")
+                        num_workers=workers, pin_memory=device.type == "cuda")
     writers, grid, channels = {}, None, None
     for batch in progress(loader, desc=desc, unit="batch"):
         for key, net in nets.items():

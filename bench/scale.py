@@ -1,14 +1,17 @@
 """Cost vs memory size: index build time, query throughput, recall@10 and peak RSS of every search backend.
 
     python bench/scale.py                                  # dims 512 and 1920, sizes 1e4 .. as far as time allows
-    python bench/scale.py --dims 512 --sizes 10000,100000 --queries 500
+    python bench/scale.py --dims 512 --sizes 10000,100000 --queries 500 --repeats 5
+    python bench/scale.py --methods exact,faiss --rounds 3 --out exact-vs-faiss   # the two in turn
 
 Synthetic clustered unit vectors (non-negative, like post-ReLU activations) are written once per
 (size, dim) to a .npy file; every backend then runs in its own process, so its peak RSS is its
-own: hue exact (numpy, memory streamed from the memory-mapped file shard by shard), hue exact on
-the GPU (when one is present), Annoy unsharded and sharded (--shards), and faiss IndexFlatIP
-(the peer; it holds the whole memory in RAM). Recall@10 is against hue exact. A backend is
-skipped at a size where its time, extrapolated from the smaller sizes, exceeds --budget seconds.
+own: hue exact on the CPU with the memory in RAM (like faiss: reading it is its build time), hue
+exact streamed from the file shard by shard (the reads count as search time; peak RSS is one
+shard), hue exact on the GPU (when one is present), Annoy unsharded and sharded (--shards), and
+faiss IndexFlatIP (the peer; it holds the whole memory in RAM). Search times are the median of
+--repeats searches in the same process. Recall@10 is against hue exact. A backend is skipped at a
+size where its time, extrapolated from the smaller sizes, exceeds --budget seconds.
 Writes bench/scale.json and bench/scale.png (log-log) and prints the fitted growth exponents.
 """
 
@@ -29,7 +32,7 @@ import typer
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 HERE = Path(__file__).parent
 K = 10
-METHODS = ("exact", "exact_gpu", "annoy", "annoy_sharded", "faiss")
+METHODS = ("exact", "exact_stream", "exact_gpu", "annoy", "annoy_sharded", "faiss")
 
 
 def clustered(n: int, dim: int, seed: int, out: Path, chunk: int = 100_000) -> None:
@@ -74,32 +77,45 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def timed(search, repeats: int) -> tuple[float, list[float], object]:
+    """Median seconds of `repeats` calls of search(), every time, and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = search()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), times, out
+
+
 def run_method(method: str, memory_path: str, queries_path: str, shards: int, n_trees: int, search_k: int,
-               out_idx: str) -> dict:
+               out_idx: str, repeats: int) -> dict:
     """One backend at one size (runs in a fresh process): timings, peak RSS; neighbour ids saved to `out_idx`."""
     from hue import search
 
     m, dim = n_rows(memory_path)  # the memory stays on disk; each backend reads what it holds
     queries = np.load(queries_path)  # (Q, D)
     build = 0.0
-    if method in ("exact", "exact_gpu"):  # streamed: one shard in RAM at a time
+    if method == "exact_stream":  # one shard in RAM at a time; reading counts as search time
         bounds = np.linspace(0, m, shards + 1).astype(int)
         blocks = lambda: ((int(a), read_rows(memory_path, a, b)) for a, b in zip(bounds[:-1], bounds[1:]))  # noqa: E731
-        device = "cuda" if method == "exact_gpu" else "cpu"
+        seconds, times, (_, idx) = timed(lambda: search.exact_search(queries, blocks(), K, device="cpu"), repeats)
+    elif method in ("exact", "exact_gpu"):  # the memory in RAM, as faiss holds it
         start = time.perf_counter()
-        _, idx = search.exact_search(queries, blocks(), K, device=device)
-        seconds = time.perf_counter() - start
+        memory = read_rows(memory_path, 0, m)
+        build = time.perf_counter() - start
+        device = "cuda" if method == "exact_gpu" else "cpu"
+        seconds, times, (_, idx) = timed(lambda: search.exact_search(queries, memory, K, device=device), repeats)
     elif method == "faiss":
         import faiss
 
+        faiss.cvar.distance_compute_blas_threshold = 20  # its BLAS path from 20 queries (1.15's default
+        # threshold took 10x longer on 200 queries, its sequential path; at 500 it chose BLAS)
         start = time.perf_counter()
         index = faiss.IndexFlatIP(dim)
         for a in range(0, m, 100_000):
             index.add(read_rows(memory_path, a, min(m, a + 100_000)))
         build = time.perf_counter() - start
-        start = time.perf_counter()
-        _, idx = index.search(queries, K)
-        seconds = time.perf_counter() - start
+        seconds, times, (_, idx) = timed(lambda: index.search(queries, K), repeats)
     else:
         from hue import index as hindex
 
@@ -118,12 +134,24 @@ def run_method(method: str, memory_path: str, queries_path: str, shards: int, n_
                 ann = AnnoyIndex(dim, "angular")
                 ann.load(str(Path(tmp) / f"{j}.ann"))  # memory-mapped
                 loaded.append((ann, int(a)))
-            start = time.perf_counter()
-            _, idx = search.annoy_search_sharded(loaded, queries, K, search_k)
-            seconds = time.perf_counter() - start
+            seconds, times, (_, idx) = timed(lambda: search.annoy_search_sharded(loaded, queries, K, search_k), 1)
     np.save(out_idx, idx)
-    return {"method": method, "build_seconds": build, "search_seconds": seconds,
+    return {"method": method, "build_seconds": build, "search_seconds": seconds, "search_times": times,
             "queries_per_second": len(queries) / seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def _merge_rounds(rows: list[dict], method: str, dim: int, size: int) -> dict:
+    """Fold every round of one (method, dim, size) in rows into one row: median search and build times."""
+    mine = [r for r in rows if (r["method"], r["dim"], r["size"]) == (method, dim, size)]
+    for r in mine:
+        rows.remove(r)
+    merged = {**mine[-1], "rounds": len(mine), "search_times": [t for r in mine for t in r["search_times"]],
+              "search_seconds": float(np.median([r["search_seconds"] for r in mine])),
+              "build_seconds": float(np.median([r["build_seconds"] for r in mine])),
+              "peak_rss_mb": max(r["peak_rss_mb"] for r in mine)}
+    merged["queries_per_second"] = mine[-1]["queries_per_second"] * mine[-1]["search_seconds"] / merged["search_seconds"]
+    rows.append(merged)
+    return merged
 
 
 def fit_exponent(sizes: list[int], values: list[float]) -> float | None:
@@ -172,7 +200,10 @@ def plot(rows: list[dict], out: Path) -> None:
 
 @app.command()
 def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000,3000000", queries: int = 1000,
-         shards: int = 4, n_trees: int = 20, search_k: int = 2000, budget: float = 600.0,
+         shards: int = 4, n_trees: int = 20, search_k: int = 2000, budget: float = 600.0, repeats: int = 3,
+         rounds: int = typer.Option(1, help="run the backends in turn this many times (medians over rounds)"),
+         methods: str = typer.Option(",".join(METHODS), help="backends to run"),
+         out: str = typer.Option("scale", help="bench/<out>.json and bench/<out>.png"),
          worker: str = typer.Option("", hidden=True)) -> None:
     """Measure every backend at every size and dimension; print the table and the growth exponents."""
     if worker:  # one measurement, in its own process
@@ -182,7 +213,8 @@ def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000
     import torch
 
     rows = []
-    methods = [m for m in METHODS if m != "exact_gpu" or torch.cuda.is_available()]
+    wanted = methods.split(",")
+    methods = [m for m in METHODS if m in wanted and (m != "exact_gpu" or torch.cuda.is_available())]
     flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")})
     print(f"machine: {os.cpu_count()} cores, CPU flags {flags}, torch {torch.__version__}, cuda {torch.cuda.is_available()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +228,7 @@ def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000
                 m_path = Path(tmp) / f"m{dim}-{size}.npy"
                 clustered(size, dim, 0, m_path)
                 truth = None
-                for method in methods:
+                for method in [m for _ in range(rounds) for m in methods]:  # in turn: drift hits all alike
                     guess = max(filter(None, [predicted(rows, method, dim, size, "search_seconds"),
                                               predicted(rows, method, dim, size, "build_seconds")]), default=0)
                     if guess > budget:
@@ -204,7 +236,8 @@ def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000
                         continue
                     idx_path = Path(tmp) / f"idx-{method}.npy"
                     args = {"method": method, "memory_path": str(m_path), "queries_path": str(q_path),
-                            "shards": shards, "n_trees": n_trees, "search_k": search_k, "out_idx": str(idx_path)}
+                            "shards": shards, "n_trees": n_trees, "search_k": search_k, "out_idx": str(idx_path),
+                            "repeats": repeats}
                     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True,
                                           text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
                     if proc.returncode != 0:
@@ -218,6 +251,9 @@ def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000
 
                     r.update(size=size, dim=dim, recall_at_10=search.recall_at_k(idx, truth) if truth is not None else None)
                     rows.append(r)
+                    if rounds > 1:
+                        print(f"  round times {method}: {[round(t, 3) for t in r['search_times']]}")
+                        r = _merge_rounds(rows, method, dim, size)
                     print(f"d={dim:5d} M={size:8d} {method:14s} build {r['build_seconds']:8.2f} s  search "
                           f"{r['search_seconds']:8.2f} s ({r['queries_per_second']:8.0f} q/s)  recall@10 "
                           f"{r['recall_at_10'] if r['recall_at_10'] is not None else float('nan'):.4f}  "
@@ -235,11 +271,12 @@ def main(dims: str = "512,1920", sizes: str = "10000,30000,100000,300000,1000000
     for size in sorted({r["size"] for r in rows}):
         for dim in sorted({r["dim"] for r in rows}):
             at = {r["method"]: r for r in rows if r["size"] == size and r["dim"] == dim}
-            if "exact" in at and "faiss" in at:
-                print(f"exact / faiss speed at d={dim} M={size}: "
-                      f"{at['faiss']['search_seconds'] / at['exact']['search_seconds']:.2f}x")
-    (HERE / "scale.json").write_text(json.dumps({"rows": rows, "exponents": exponents}, indent=2) + "\n")
-    plot(rows, HERE / "scale.png")
+            for ours in ("exact", "exact_stream"):
+                if ours in at and "faiss" in at:
+                    print(f"{ours} / faiss speed at d={dim} M={size}: "
+                          f"{at['faiss']['search_seconds'] / at[ours]['search_seconds']:.2f}x")
+    (HERE / f"{out}.json").write_text(json.dumps({"rows": rows, "exponents": exponents}, indent=2) + "\n")
+    plot(rows, HERE / f"{out}.png")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ and in every merge, so results are deterministic and do not depend on how the me
 Memory is an (M, D) array or an iterable of (offset, block) pairs, block an (m, D) array whose
 rows have global ids offset .. offset + m - 1: a caller can stream the memory shard by shard from
 memory-mapped files. Peak RAM is then one block, the queries, the running top k, three scans
-of memory rows (fp32; one window each at the default sizes) and one score tile per worker (8 MB).
+of memory rows (fp32 copies of windows that arrive in pieces or in another dtype; one window
+each at the default sizes, 4 MB per 512 dims) and one tile of products per worker (window x
+query tile: 16 MB at the defaults).
 
 Annoy indexes are searched shard by shard and merged exactly (merge_topk), with the same tie rule.
 """
@@ -27,7 +29,7 @@ import torch
 
 Memory = Union[np.ndarray, Iterable[tuple[int, np.ndarray]]]
 
-CPU_WINDOW = 1024  # memory rows per matrix product on the CPU (OpenBLAS runs 1024 x 2048 tiles near peak)
+CPU_WINDOW = 2048  # memory rows per matrix product on the CPU (1024 to 4096 measured within 5%; 2048 fastest)
 GPU_WINDOW = 65536  # on a GPU, larger products keep it busy
 NO_ID = -1  # id of a missing neighbour (fewer than k memory rows); its distance is inf
 CHUNK = 16  # memory rows per chunk maximum in the top-k pass
@@ -49,8 +51,8 @@ def exact_search(queries: np.ndarray, memory: Memory, k: int, query_block: int =
     and on the row's place in it (measured: moving a row by 16 places in a 1024-row product
     changes some of its scores in the last bit; so does cutting the products elsewhere), so only
     fixed windows make results bit-for-bit identical for every split of the memory. Queries go in
-    equal tiles of at most `query_block` rows; results do depend on that (and on the BLAS's thread
-    count when there are fewer tiles than `threads`), never on the memory's split.
+    equal tiles of at most `query_block` rows; results do depend on that, never on the memory's
+    split or on `threads`.
 
     On the CPU the products run in fp32 through numpy's OpenBLAS (torch's MKL build runs them
     slower on the AMD CPUs measured, bench/RESULTS.md), one single-threaded product per worker
@@ -114,90 +116,100 @@ def _windows(memory: Memory, size: int) -> Iterator[tuple[int, list[tuple[int, n
         yield w0, open_[w0]
 
 
-def _fill(buffer: np.ndarray, pieces: list[tuple[int, np.ndarray]], chunk: int) -> tuple[int, np.ndarray]:
-    """Write a window into buffer (>= W, D + 1) as rows [m, ||m||^2]; return (rows used, absent rows).
+def _fill(buffer: np.ndarray, pieces: list[tuple[int, np.ndarray]], chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window as (rows (W', D) float32, their squared norms (W',), absent rows); buffer (>= W, D) if needed.
 
+    A window that arrives as one whole float32 C-contiguous block is used in place (no copy:
+    the copy cost 7% of the search at 1,920 dims); any other window is written into buffer.
     A window missing its last rows (the end of the memory) is cut after its last present row,
     rounded up to a whole chunk: no products on padding there. The caller sets the scores of
-    absent rows to -inf after the product (an inf in the buffer would meet the zero padding
+    absent rows to -inf after the product (an inf in the rows would meet the zero padding
     inside OpenBLAS's kernels and raise invalid-value warnings).
     """
-    d = buffer.shape[1] - 1
     end = max(lo + len(p) for lo, p in pieces)
     n_rows = -(-end // chunk) * chunk
-    rows = buffer[:n_rows, :d]  # (W', D)
-    present = np.zeros(n_rows, bool)
-    for lo, piece in pieces:
-        present[lo:lo + len(piece)] = True
-    if not present.all():
-        rows[:] = 0
-    for lo, piece in pieces:
-        rows[lo:lo + len(piece)] = piece  # float16 -> float32 here, one block at a time
-    buffer[:n_rows, d] = np.einsum("md,md->m", rows, rows)  # (W',) true squared norms
-    return n_rows, np.flatnonzero(~present)
+    lo, first = pieces[0]
+    if (len(pieces) == 1 and lo == 0 and len(first) == n_rows and first.dtype == np.float32
+            and first.flags.c_contiguous):
+        rows = first  # (W', D) in place
+        absent = np.zeros(0, np.int64)
+    else:
+        rows = buffer[:n_rows]  # (W', D)
+        present = np.zeros(n_rows, bool)
+        for lo, piece in pieces:
+            present[lo:lo + len(piece)] = True
+        if not present.all():
+            rows[:] = 0
+        for lo, piece in pieces:
+            rows[lo:lo + len(piece)] = piece  # float16 -> float32 here, one block at a time
+        absent = np.flatnonzero(~present)
+    return rows, np.einsum("md,md->m", rows, rows), absent  # true squared norms
 
 
 def _search_cpu(queries: np.ndarray, memory: Memory, k: int, query_block: int, window: int,
                 threads: int) -> tuple[np.ndarray, np.ndarray]:
     """The CPU path: scans of a few windows outside, query tiles inside, single-threaded sgemm per worker.
 
-    A worker takes any (scan, tile) task whose tile no other worker holds (the tile's top lists
-    are its own), so workers stay balanced to within one task with no barrier (a barrier per
-    window, or waiting on a busy tile, cost 3-5% with 2 workers; private top lists per worker
-    doubled the candidates). With fewer tiles than threads, the BLAS gets the spare threads.
+    With at least as many tiles as threads, a worker takes any (scan, tile) task whose tile no
+    other worker holds (the tile's top lists are its own), so workers stay balanced to within
+    one task with no barrier (a barrier per window, or waiting on a busy tile, cost 3-5% with 2
+    workers). With fewer tiles (a few hundred queries), every thread is a worker with top lists
+    of its own, merged at the end: a two-threaded sgemm left the top-k pass serial and ran 10%
+    slower at 512 dims. The products are the same either way, so are the results.
     The main thread fills the next scans into a ring of buffers meanwhile. A scan holds several
     windows because the top-k pass costs something per call and per candidate, and both shrink
     with longer scans.
     """
     n_q, d = queries.shape
-    # [2q, -1] . [m, ||m||^2] = 2 q.m - ||m||^2: the scale and the norm ride in the product (x2 is exact)
-    q_aug = np.empty((n_q, d + 1), np.float32)  # (Q, D + 1)
-    np.multiply(queries, 2, out=q_aug[:, :d])
-    q_aug[:, d] = -1
+    q2 = np.multiply(queries, 2).T.copy()  # (D, Q): 2 q.m - ||m||^2 is the score (x2 is exact)
     height = -(-n_q // -(-n_q // query_block)) if n_q else 1  # equal tiles of at most query_block rows
     tiles = [(a, min(a + height, n_q)) for a in range(0, n_q, height)]
-    workers = max(1, min(threads, len(tiles)))
+    workers = threads  # each runs single-threaded products
+    private = len(tiles) < threads  # then workers keep their own top lists
     per_scan = max(1, SCAN_SCORES // (window * query_block))  # windows per scan
     chunk = next(c for c in (CHUNK, 8, 4, 2, 1) if window % c == 0)  # memory rows per chunk maximum
-    ring = [np.empty((per_scan * window, d + 1), np.float32) for _ in range(RING)]  # (S, D + 1) scans
+    ring = [np.empty((per_scan * window, d), np.float32) for _ in range(RING)]  # (S, D) scans, when copied
     scans: dict[int, tuple] = {}
-    top = _TopLists(n_q, k)
-    sched = _Scheduler(len(tiles))
+    tops = [_TopLists(n_q, k) for _ in range(workers if private else 1)]
+    sched = _Scheduler(len(tiles), exclusive=not private)
 
-    def work() -> None:
+    def work(top: _TopLists) -> None:
         scores_buf = np.empty(per_scan * window * height, np.float32)  # reused: no page faults
         while (job := sched.take()) is not None:
             t, j = job
-            scan, bounds, chunk_ids, absent = scans[j]
+            parts, bounds, sq, chunk_ids, absent = scans[j]
             a, b = tiles[t]
-            scores = scores_buf[:bounds[-1] * (b - a)].reshape(bounds[-1], b - a)  # (S, B)
-            for lo, hi in zip(bounds[:-1], bounds[1:]):  # one product per window: same shapes every split
-                np.matmul(scan[lo:hi], q_aug[a:b].T, out=scores[lo:hi])  # 2 q.m - ||m||^2
-            scores[absent] = -np.inf  # padding of partial windows: never chosen
-            _update(scores, chunk, chunk_ids, top.best[a:b], top.bar_s[a:b], top.bar_id[a:b])
+            products = scores_buf[:bounds[-1] * (b - a)].reshape(bounds[-1], b - a)  # (S, B)
+            for rows, lo, hi in zip(parts, bounds[:-1], bounds[1:]):  # one product per window
+                np.matmul(rows, q2[:, a:b], out=products[lo:hi])  # 2 q.m, same shapes for every split
+            products[absent] = -np.inf  # padding of partial windows: never chosen
+            _update(products, sq, chunk, chunk_ids, top.best[a:b], top.bar_s[a:b], top.bar_id[a:b])
             sched.done(t, j)
 
-    with _blas_threads(threads // workers), ThreadPoolExecutor(workers) as pool:
-        running = [pool.submit(sched.guard, work) for _ in range(workers)]
+    with _blas_threads(1), ThreadPoolExecutor(workers) as pool:
+        running = [pool.submit(sched.guard, work, tops[w % len(tops)]) for w in range(workers)]
         try:
             for j, group in enumerate(_groups(_windows(memory, window), per_scan)):
                 sched.wait(j - RING)  # the scan that used this buffer must be done
                 scans.pop(j - RING, None)
-                scan, bounds, absent, chunk_ids = ring[j % RING], [0], [], []
+                buffer, parts, bounds, sqs, absent, chunk_ids = ring[j % RING], [], [0], [], [], []
                 for w0, pieces in group:
                     if w0 + window > _LOW32:
                         raise ValueError(f"memory id {w0 + window} does not fit the 32-bit ids of the search keys")
-                    n_rows, missing = _fill(scan[bounds[-1]:], pieces, chunk)
+                    rows, sq, missing = _fill(buffer[bounds[-1]:], pieces, chunk)
+                    parts.append(rows)
+                    sqs.append(sq)
                     absent.append(bounds[-1] + missing)
-                    chunk_ids.append(w0 + np.arange(0, n_rows, chunk))
-                    bounds.append(bounds[-1] + n_rows)
-                scans[j] = (scan, bounds, np.concatenate(chunk_ids), np.concatenate(absent))
+                    chunk_ids.append(w0 + np.arange(0, len(rows), chunk))
+                    bounds.append(bounds[-1] + len(rows))
+                scans[j] = (parts, bounds, np.concatenate(sqs), np.concatenate(chunk_ids), np.concatenate(absent))
                 sched.put(j)
         finally:
             sched.close()
             for f in running:
                 f.result()  # a worker's exception surfaces here
-    best_s, best_i = _unkey(top.best)  # (Q, k) each
+    best = tops[0].best if len(tops) == 1 else np.sort(np.concatenate([t.best for t in tops], 1), 1)[:, :k]
+    best_s, best_i = _unkey(best)  # (Q, k) each
     return _distances(queries, best_s, best_i), best_i
 
 
@@ -211,9 +223,10 @@ class _TopLists:
 
 
 class _Scheduler:
-    """Hands out (tile, scan) tasks: any tile no worker holds, the one with most scans waiting first."""
+    """Hands out (tile, scan) tasks: any tile with scans waiting (no worker holds it, if exclusive), most first."""
 
-    def __init__(self, n_tiles: int):
+    def __init__(self, n_tiles: int, exclusive: bool = True):
+        self.exclusive = exclusive
         self.cond = threading.Condition()
         self.queues = [collections.deque() for _ in range(n_tiles)]  # scans waiting, per tile
         self.busy = [False] * n_tiles
@@ -232,7 +245,7 @@ class _Scheduler:
         """Block until a task is free; None once closed and drained (or after a failure)."""
         with self.cond:
             while not self.failed:
-                free = [t for t, q in enumerate(self.queues) if q and not self.busy[t]]
+                free = [t for t, q in enumerate(self.queues) if q and not (self.exclusive and self.busy[t])]
                 if free:
                     t = max(free, key=lambda t: len(self.queues[t]))
                     self.busy[t] = True
@@ -263,10 +276,10 @@ class _Scheduler:
             self.closed = True
             self.cond.notify_all()
 
-    def guard(self, fn) -> None:
+    def guard(self, fn, *args) -> None:
         """Run a worker; on an exception, stop every worker and the producer, then re-raise."""
         try:
-            fn()
+            fn(*args)
         except BaseException:
             with self.cond:
                 self.failed = True
@@ -323,39 +336,44 @@ def _unkey(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scores, ids
 
 
-def _update(scores: np.ndarray, c: int, chunk_ids: np.ndarray, best: np.ndarray, bar_s: np.ndarray,
-            bar_id: np.ndarray) -> None:
-    """Merge a score tile (S, B) into the top lists best (B, k) and their bars (B,), in place.
+def _update(products: np.ndarray, sq: np.ndarray, c: int, chunk_ids: np.ndarray, best: np.ndarray,
+            bar_s: np.ndarray, bar_id: np.ndarray) -> None:
+    """Merge a tile of products 2 q.m (S, B) and the rows' squared norms sq (S,) into the top lists, in place.
 
-    Rows of the tile are memory rows in chunks of c; chunk_ids (S / c,) holds each chunk's first
-    global id. A score is a candidate when it beats its query's bar, the k-th best so far (a tie
-    beats it with a smaller id). One pass takes each chunk's maximum per query (a max over the
-    middle axis runs as wide vector ops: 2-3% of the product's time at 512 dims); only chunks
-    whose maximum beats the bar are looked into, about 50 per query over a whole search. In all
-    this costs 6-8% of the product's time at 512 dims, 2% at 1920; torch.topk on every score
-    tile cost 20%, and comparing every score with the bar (a nonzero and a copy per changed
-    query) 11%.
+    The score of row m is 2 q.m - ||m||^2; best (B, k) holds each query's top keys and bar_s,
+    bar_id (B,) its k-th best (the bar to beat; a tie beats it with a smaller id). Rows of the
+    tile are memory rows in chunks of c; chunk_ids (S / c,) holds each chunk's first global id.
+    One pass takes each chunk's largest product per query (a max over the middle axis runs as
+    wide vector ops); that maximum minus the chunk's smallest norm bounds every score of the
+    chunk from above, minus its largest norm from below (rounding is monotone, so the bounds hold
+    in float32 too), so scores are formed only in chunks whose upper bound reaches the bar, about
+    50 per query over a whole search, and no pass subtracts norms from every product (that pass
+    cost 3-4% of the search). torch.topk on every score tile cost 20%, and comparing every score
+    with the bar (a nonzero and a copy per changed query) 11%.
     """
-    n_chunks, n = len(chunk_ids), scores.shape[1]
+    n_chunks, n = len(chunk_ids), products.shape[1]
     k = best.shape[1]
-    chunks = scores.reshape(n_chunks, c, n)  # (C, c, B)
-    top = chunks.max(axis=1)  # (C, B) chunk maxima
+    sq_c = sq.reshape(n_chunks, c)  # (C, c)
+    top = products.reshape(n_chunks, c, n).max(axis=1)  # (C, B) chunk maxima of 2 q.m
+    upper = top - sq_c.min(axis=1)[:, None]  # (C, B) >= every score of the chunk
     s_bar, s_id = bar_s, bar_id
     fresh = np.flatnonzero(bar_id == NO_ID)  # queries whose top list is not full yet
-    if len(fresh):  # their bar: the k-th best chunk maximum (<= the k-th best score of the tile)
+    if len(fresh):  # their bar: the k-th best chunk lower bound (<= the k-th best score of the tile)
         s_bar, s_id = bar_s.copy(), bar_id.copy()
-        kth = np.partition(top[:, fresh], n_chunks - k, axis=0)[n_chunks - k] if n_chunks >= k else -np.inf
+        lower = top[:, fresh] - sq_c.max(axis=1)[:, None]  # (C, F) <= each chunk's best score
+        kth = np.partition(lower, n_chunks - k, axis=0)[n_chunks - k] if n_chunks >= k else -np.inf
         s_bar[fresh] = np.maximum(kth, np.finfo(np.float32).min)  # never -inf: absent rows stay out
         s_id[fresh] = np.iinfo(np.int64).max  # ties at the bar all enter; the keys decide
-    hit = top > s_bar  # (C, B)
+    hit = upper > s_bar  # (C, B)
     ties = np.flatnonzero(s_id > chunk_ids.min())  # queries where an equal score can still win on its id
     if len(ties):
-        hit[:, ties] |= (top[:, ties] == s_bar[ties]) & (chunk_ids[:, None] < s_id[ties])
+        hit[:, ties] |= (upper[:, ties] == s_bar[ties]) & (chunk_ids[:, None] < s_id[ties])
     ch, q = np.divmod(np.flatnonzero(hit), n)  # hit chunks, chunk-major
     if len(q) == 0:
         return
     # (c, H) the scores of each hit chunk, row by row: each row's addresses ascend (prefetchable)
-    vals = np.take(scores.ravel(), (ch * (c * n) + q) + n * np.arange(c)[:, None])
+    row_in_tile = ch * c + np.arange(c)[:, None]  # (c, H)
+    vals = np.take(products.ravel(), row_in_tile * n + q) - sq[row_in_tile]  # 2 q.m - ||m||^2
     bar = s_bar[q]
     cand = vals > bar
     if len(ties):
@@ -419,14 +437,15 @@ def _search_torch(queries: np.ndarray, memory: Memory, k: int, query_block: int,
     n_q, d = queries.shape
     qs = torch.from_numpy(queries).to(dev)  # (Q, D)
     best = torch.full((n_q, k), _EMPTY_KEY, dtype=torch.int64, device=dev)  # (Q, k) keys, best first
-    buffer = np.empty((window, d + 1), np.float32)
+    buffer = np.empty((window, d), np.float32)
     for w0, pieces in _windows(memory, window):
         if w0 + window > _LOW32:
             raise ValueError(f"memory id {w0 + window} does not fit the 32-bit ids of the torch path")
-        n_rows, missing = _fill(buffer, pieces, 1)
+        rows, sq, missing = _fill(buffer, pieces, 1)
+        n_rows = len(rows)
         absent = torch.from_numpy(missing).to(dev)
-        w_aug = torch.from_numpy(buffer[:n_rows]).to(dev)  # (W', D + 1) host -> device copy
-        mem, msq = w_aug[:, :d], w_aug[:, d].clone()
+        mem = torch.tensor(rows, device=dev)  # (W', D) a copy: rows may be the caller's read-only map
+        msq = torch.tensor(sq, device=dev)  # (W',)
         msq[absent] = np.inf  # score -inf: padding of a partial window is never chosen
         low = mem.to(torch.bfloat16) if shortlist else mem
         for a in range(0, n_q, query_block):

@@ -91,6 +91,22 @@ def shards_of(memory, sizes, order=None):
         yield lo, memory[lo:hi]
 
 
+def test_a_chunks_largest_product_need_not_be_its_best_score():
+    # the top-k pass bounds a chunk by its largest 2 q.m minus its smallest norm: a long row with the
+    # largest product next to the true nearest row must not hide it (chunks of 16 rows here)
+    rng = np.random.default_rng(3)
+    queries = rng.normal(size=(20, 8)).astype(np.float32)
+    memory = np.repeat(queries, 16, axis=0) * rng.uniform(0.2, 4.0, size=(320, 1)).astype(np.float32)  # (320, 8)
+    memory += rng.normal(scale=0.05, size=memory.shape).astype(np.float32)
+    for start in range(0, 320, 16):
+        memory[start] = queries[start // 16] * 6  # the largest product of its chunk, far from the query
+    dist, idx = search.exact_search(queries, memory, 3, query_block=8, memory_block=64, device="cpu")
+    want_dist, want_idx = brute_force(queries, memory, 3)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(dist, want_dist, atol=1e-4)  # ||q||^2 - score cancels with long rows
+    assert not np.isin(idx, np.arange(0, 320, 16)).any()
+
+
 @pytest.mark.parametrize("sizes, order", [
     ([1000], None), ([1], None), ([7], None), ([64], None), ([100], None), ([333], None),
     ([5, 300, 1, 77, 64, 129], None),  # uneven shards

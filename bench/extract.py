@@ -69,17 +69,22 @@ def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: 
 def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, repeats: int = 3,
          tile: int = typer.Option(1, help="repeat the manifest's images this many times (amortises start-up)"),
          workers: int = typer.Option(-1, help="override extract.workers (-1: params.yaml)"),
+         image_size: int = typer.Option(0, help="override extract.image_size (0: params.yaml)"),
+         keep_heap: bool = typer.Option(True, help="glibc heap policy of every stage (hue.cli.keep_freed_heap)"),
          thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
     """Run the three extractions side by side and print the ratios."""
     import torch
 
-    from hue import config, extract, models, paths, shards
+    from hue import cli, config, extract, models, paths, shards
 
+    heap = "kept (as every stage)" if keep_heap and cli.keep_freed_heap() else "glibc default"
     import torchvision.models  # noqa: F401  one-time import cost (~3 s here) is start-up, not throughput
 
     params = config.load("extract")
     if workers >= 0:
         params = dataclasses.replace(params, workers=workers)
+    if image_size:
+        params = dataclasses.replace(params, image_size=image_size)
     frame = shards.read_parquet(paths.manifest(dataset))
     if images:
         frame = frame.iloc[:images]
@@ -89,7 +94,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
         frame = pd.concat([frame] * tile, ignore_index=True)
     size = extract.input_size(frame, params, models.get(backbone).input_size)  # (W, H)
     print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
-          f"precision {params.precision}, workers {params.workers}")
+          f"precision {params.precision}, workers {params.workers}, heap {heap}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda {torch.cuda.is_available()}")
     ratios = []

@@ -22,11 +22,15 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_size: int = 0, fold: int = 0,
-         epochs: int = 2) -> None:
+         epochs: int = 2,
+         keep_heap: bool = typer.Option(True, help="glibc heap policy of every stage (hue.cli.keep_freed_heap)")) -> None:
     """Run both loops side by side and print images/s and their ratio."""
     import torch
 
-    from hue import config, losses, paths, train
+    from hue import cli, config, losses, paths, train
+
+    if keep_heap:
+        cli.keep_freed_heap()
     from hue.models import HueNet
     from hue.tensors import resolve_precision
 

@@ -107,7 +107,7 @@ def write_stores(frame: pd.DataFrame, nets: dict, params: ExtractParams, size: t
     Images are decoded once per batch however many models there are (a trained source has one per
     fold); memory is one batch plus one shard buffer per model.
     """
-    dtype = resolve_precision(params.precision, device)
+    dtype, store = resolve_precision(params.precision, device), getattr(torch, params.dtype)
     nets = {key: (net.to(memory_format=torch.channels_last) if device.type == "cuda" else net).to(device)
             for key, net in nets.items()}
     # on the CPU the forward already uses every core: decoding workers only compete with it
@@ -124,7 +124,8 @@ def write_stores(frame: pd.DataFrame, nets: dict, params: ExtractParams, size: t
                 folders[key].mkdir(parents=True, exist_ok=True)
                 writers[key] = shards.ShardWriter(folders[key], params.dtype,
                                                   max(1, params.shard_rows // (grid[0] * grid[1])))
-            d = {k: v.cpu().numpy() for k, v in descriptors(fmap).items()}  # host sync point
+            # vectors cast to the storage dtype on the device (numpy's float16 cast is ~10x slower); energy stays fp32
+            d = {k: (v if k == "energy" else v.to(store)).cpu().numpy() for k, v in descriptors(fmap).items()}
             writers[key].add(d["pixel"], d["gap"], d["gmp"], d["energy"])
     return {key: {"grid": list(grid), "channels": int(channels), "precision": str(dtype).replace("torch.", ""),
                   "n_images": len(frame), "n_pixels": len(frame) * grid[0] * grid[1], "n_shards": w.close(),

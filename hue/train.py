@@ -299,18 +299,16 @@ def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, los
             row["loss_hue"] = row["val_hue_accuracy"] = row["test_hue_accuracy"] = math.nan  # no hue term
         log.append(row)
         if ctx.main:
-            with shards.atomic_file(out.resume) as tmp:
-                torch.save({"fingerprint": fp, "model": distributed.unwrap(model).state_dict(),
-                            "opt": opt.state_dict(), "sched": sched.state_dict(), "log": log}, tmp)
+            save({"fingerprint": fp, "model": distributed.unwrap(model).state_dict(), "opt": opt.state_dict(),
+                  "sched": sched.state_dict(), "log": log}, out.resume)
         distributed.barrier(ctx)
     pred, theta = predict(model, data, data.test, params, device, dtype, ctx)
     metrics = None
     if ctx.main:
-        with shards.atomic_file(out.checkpoint) as tmp:
-            torch.save({"arch": arch, "n_classes": data.n_classes, "fingerprint": fp,
-                        "model": distributed.unwrap(model).state_dict(), "log": log,
-                        "test_index": torch.as_tensor(data.test), "test_pred": torch.as_tensor(pred),
-                        "test_theta": torch.as_tensor(theta)}, tmp)
+        save({"arch": arch, "n_classes": data.n_classes, "fingerprint": fp,
+              "model": distributed.unwrap(model).state_dict(), "log": without_timings(log),
+              "test_index": torch.as_tensor(data.test), "test_pred": torch.as_tensor(pred),
+              "test_theta": torch.as_tensor(theta)}, out.checkpoint)
         metrics = write_outputs(dataset, arch, fold, kind, params, loss, log, data, out)
         out.resume.unlink(missing_ok=True)  # the run is complete: its model is the output now
     distributed.barrier(ctx)
@@ -318,6 +316,18 @@ def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, los
 
 
 TIMING_COLUMNS = ("images_per_second",)
+
+
+def save(state: dict, path: Path) -> None:
+    """torch.save atomically, through a file object: given a path, torch names the archive inside
+    after the (random) temp file, so the same state would hash differently run after run."""
+    with shards.atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
+def without_timings(log: list[dict]) -> list[dict]:
+    """The per-epoch log without wall-clock numbers, so that a rerun writes the same bytes."""
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in log]
 
 
 def write_outputs(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss: LossParams,

@@ -3,7 +3,7 @@
 import typer
 
 from hue import config, extract, paths, sources
-from hue.cli import guarded
+from hue.cli import guarded, keeps_heap
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -24,6 +24,7 @@ def weight_file(name: str) -> None:
 
 @app.command()
 @guarded
+@keeps_heap
 def run(dataset: str, source: str) -> None:
     """Extract activations of DATASET through SOURCE (one store per run fold for trained sources)."""
     cfg, data = config.load("extract"), config.load("data")

@@ -3,13 +3,14 @@
 import typer
 
 from hue import config, interactive, paths
-from hue.cli import guarded
+from hue.cli import guarded, keeps_heap
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command()
 @guarded
+@keeps_heap
 def main(dataset: str, backbone: str) -> None:
     """Evaluate InterActive features of DATASET through BACKBONE on every run fold."""
     cfg, data, knn = config.load("interactive"), config.load("data"), config.load("knn")

@@ -5,13 +5,14 @@ import sys
 import typer
 
 from hue import config, distributed, paths, train
-from hue.cli import guarded
+from hue.cli import guarded, keeps_heap
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command()
 @guarded
+@keeps_heap
 def main(loss: str, dataset: str, arch: str, fold: int) -> None:
     """Train ARCH on DATASET with held-out FOLD; LOSS is 'onehot' (reads no loss.* param) or 'hue'."""
     if loss not in config.TRAIN_LOSSES:

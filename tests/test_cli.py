@@ -29,3 +29,45 @@ def test_other_exceptions_are_not_swallowed():
 
     with pytest.raises(ZeroDivisionError):
         stage()
+
+
+FAULT_PROBE = r"""
+import ctypes, json, platform, resource, sys
+from hue import cli
+kept = cli.keep_freed_heap() if sys.argv[1] == "keep" else False
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+faults = []
+for _ in range(4):  # what torch's CPU allocator does op after op: malloc, touch, free 64 MB blocks
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(1 << 26)
+    ctypes.memset(block, 1, 1 << 26)
+    libc.free(block)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": faults, "glibc": platform.libc_ver()[0] == "glibc"}))
+"""
+
+
+def test_kept_heap_reuses_freed_blocks_without_faulting_them_in_again():
+    import json
+    import subprocess
+    import sys
+
+    runs = {mode: json.loads(subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], capture_output=True,
+                                            text=True, check=True).stdout) for mode in ("default", "keep")}
+    if not runs["keep"]["glibc"]:
+        pytest.skip("the heap policy is glibc's mallopt")
+    assert runs["keep"]["kept"]
+    pages = (1 << 26) // 4096
+    assert min(runs["default"]["faults"][1:]) > pages / 2  # a fresh mapping every time: every page faults again
+    assert max(runs["keep"]["faults"][1:]) < pages / 100  # the freed block is reused as it is
+
+
+def test_keeps_heap_sets_the_policy_before_the_stage_runs(monkeypatch):
+    from hue import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_heap", lambda: calls.append("heap") or True)
+    assert cli.keeps_heap(lambda x: calls.append(x) or x)(3) == 3
+    assert calls == ["heap", 3]

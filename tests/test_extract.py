@@ -159,7 +159,8 @@ def test_interrupted_extract_leaves_nothing_and_rerun_is_identical(tiny_manifest
 RSS_PROBE = r"""
 import json, resource, sys
 from pathlib import Path
-from hue import config, datasets, extract, manifest, shards
+from hue import cli, config, datasets, extract, manifest, shards
+cli.keep_freed_heap()  # as every stage runs
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 data = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
 frame, _, _ = manifest.build("t", datasets.read_image_folder(root), data, root)

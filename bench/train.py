@@ -28,11 +28,11 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
     import torch
 
     from hue import cli, config, losses, paths, train
-
-    if keep_heap:
-        cli.keep_freed_heap()
     from hue.models import HueNet
     from hue.tensors import resolve_precision
+
+    if keep_heap:  # as the train stage runs
+        cli.keep_freed_heap()
 
     params = config.load("train")
     params = dataclasses.replace(params, image_size=image_size or params.image_size,

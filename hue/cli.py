@@ -46,7 +46,7 @@ def keep_freed_heap() -> bool:
     torch's CPU allocator frees every activation after each op. By default glibc serves blocks
     over its mmap threshold (at most 32 MB) with fresh mappings and trims the heap's free top, so
     every batch faults its activations in again, page by page: 530k minor faults per extraction
-    pass of the default dataset; the extract stage 1.55x faster at 224 px, training 7-9% faster
+    pass of the default dataset; the extract stage 1.55x faster at 224 px, training 1.07-1.12x
     (bench/RESULTS.md). Served from the heap and kept there (top trimmed only beyond 1 GiB),
     the same blocks are reused batch after batch, at 0-20% more peak RSS (heap fragmentation), so
     only the stages that run a network batch after batch opt in (`keeps_heap`).

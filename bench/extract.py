@@ -1,6 +1,7 @@
 """Extract benchmark: the extract stage vs the bare model forward vs thingsvision, one run.
 
     python bench/extract.py                                   # digits, resnet18, params.yaml sizes
+    python bench/extract.py --weights file                    # weights read from a file (pretrained's path)
     python bench/extract.py --thingsvision-python /tmp/tvenv/bin/python
 
 The stage number is end to end (model build, decode, resize, forward, descriptors, shards,
@@ -71,6 +72,8 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
          workers: int = typer.Option(-1, help="override extract.workers (-1: params.yaml)"),
          image_size: int = typer.Option(0, help="override extract.image_size (0: params.yaml)"),
          keep_heap: bool = typer.Option(True, help="glibc heap policy of every stage (hue.cli.keep_freed_heap)"),
+         weights: str = typer.Option("random", help="random: seeded init inside the stage; file: the same weights "
+                                     "from a state-dict file, loaded as imagenet or weight_files weights are"),
          thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
     """Run the three extractions side by side and print the ratios."""
     import torch
@@ -93,8 +96,17 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
 
         frame = pd.concat([frame] * tile, ignore_index=True)
     size = extract.input_size(frame, params, models.get(backbone).input_size)  # (W, H)
+    if weights not in ("random", "file"):
+        raise typer.BadParameter(f"--weights is random or file, not {weights!r}")
+    files = tempfile.TemporaryDirectory()
+    source, bare_weights = f"{backbone}-random", "random"
+    if weights == "file":  # the seeded init, saved: loading it skips the init (hue.models.loaded)
+        bare_weights = str(Path(files.name) / "weights.pt")
+        torch.save(models.build(backbone, "random", params.seed)[0].state_dict(), bare_weights)
+        params = dataclasses.replace(params, weight_files={"bench": bare_weights})
+        source = f"{backbone}-bench"
     print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
-          f"precision {params.precision}, workers {params.workers}, heap {heap}")
+          f"precision {params.precision}, workers {params.workers}, heap {heap}, weights {weights}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda {torch.cuda.is_available()}")
     ratios = []
@@ -102,10 +114,10 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
         with tempfile.TemporaryDirectory() as tmp:
             shards.write_parquet(Path(tmp) / "m.parquet", frame)
             start = time.perf_counter()
-            extract.run(dataset, f"{backbone}-random", params, (), Path(tmp) / "m.parquet", Path(tmp) / "models",
+            extract.run(dataset, source, params, (), Path(tmp) / "m.parquet", Path(tmp) / "models",
                         Path(tmp) / "out", Path(tmp) / "timings.json")
             stage = len(frame) / (time.perf_counter() - start)
-        bare = bare_forward(backbone, frame["path"].tolist(), size, params.batch_size, params.precision, "random",
+        bare = bare_forward(backbone, frame["path"].tolist(), size, params.batch_size, params.precision, bare_weights,
                             params.layer)
         ratios.append(stage / bare)
         print(f"run {r}: extract stage {stage:7.1f} img/s, bare forward {bare:7.1f} img/s, "

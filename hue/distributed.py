@@ -48,8 +48,18 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
+def check_devices(per_node: int) -> None:
+    """Fail in one line when a node would start more GPU processes than it has GPUs."""
+    if torch.cuda.is_available() and per_node > torch.cuda.device_count():
+        raise DistributedError(f"train.devices = {per_node} processes per node, but this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s): set train.devices <= "
+                               f"{torch.cuda.device_count()}, or hide the GPUs (CUDA_VISIBLE_DEVICES=) "
+                               "to train on the CPU with gloo")
+
+
 def torchrun(devices: int, argv: list[str]) -> int:
     """Rerun this command under torchrun with `devices` processes; returns its exit code."""
+    check_devices(devices)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}", *argv]
     code = subprocess.call(cmd)
     if code != 0:
@@ -64,6 +74,7 @@ def setup() -> Context:
     if world == 1:
         return Context(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    check_devices(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

@@ -75,14 +75,31 @@ def build(name: str, weights: str, seed: int = 0) -> tuple[nn.Module, str]:
     path = Path(weights)
     if not path.is_file():
         raise ModelError(f"extract.weights = {weights!r}: no such file; use 'imagenet', 'random' or a state-dict path")
-    torch.manual_seed(seed)
-    model = get_model(name, weights=None, **kwargs)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        model = loaded(lambda: get_model(name, weights=None, **kwargs),
+                       state.get("state_dict", state) if isinstance(state, dict) else state)
     except Exception as err:  # pickle, shape and key errors alike: one line
         raise ModelError(f"{path}: not a state dict of {name} ({type(err).__name__}: {str(err)[:160]})") from None
     return model, "sha256:" + file_sha256(path)
+
+
+def loaded(make, state: dict) -> nn.Module:
+    """The module `make()` builds, with every tensor taken from `state` and no random init drawn first.
+
+    It is built on the meta device (no memory, no init: the init of resnet18 cost 0.27 s, 5% of
+    extracting the digits) and takes the loaded tensors as its own; a tensor the state does not
+    hold fails strict loading, or the check for a tensor left on the meta device.
+    """
+    with torch.device("meta"):
+        model = make()
+    want = model.state_dict()  # meta tensors: the dtype of each (a half-precision file is cast, as copying did)
+    model.load_state_dict({k: v.contiguous().to(want[k].dtype) if k in want and torch.is_tensor(v) else v
+                           for k, v in state.items()}, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ModelError(f"the state dict does not hold {left[:3]}")
+    return model
 
 
 def checkpoint_dir() -> Path:
@@ -135,8 +152,7 @@ def trained_bottleneck(path: Path, arch: str, node: str | None = None) -> tuple[
     if not Path(path).is_file():
         raise ModelError(f"{path} not found: the train stages write it (dvc repro)")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    net = HueNet(arch, int(state["n_classes"]))
-    net.load_state_dict(state["model"])
+    net = loaded(lambda: HueNet(arch, int(state["n_classes"])), state["model"])
     return Bottleneck(net.body.eval(), node or get(arch).node).eval(), "sha256:" + file_sha256(Path(path))
 
 

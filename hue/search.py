@@ -56,9 +56,12 @@ def exact_search(queries: np.ndarray, memory: Memory, k: int, query_block: int =
 
     On the CPU the products run in fp32 through numpy's OpenBLAS (torch's MKL build runs them
     slower on the AMD CPUs measured, bench/RESULTS.md), one single-threaded product per worker
-    thread, `threads` workers (0: every core). On a GPU (torch) they run in bf16 to shortlist
-    2k + 8 candidates per window, re-ranked with fp32 scores; `shortlist` forces that path on any
-    device (for tests). Fewer than k memory rows leave idx -1 and dist inf in the last columns.
+    thread, `threads` workers (0: every core). On a GPU (torch) they run in fp16 with fp32
+    accumulation to shortlist every row whose score, widened by a proven bound on its rounding
+    error, can still reach the k best; the shortlist is re-scored in fp32, so the result is the fp32
+    search's (a fixed-size bf16 shortlist of 2k + 8 missed true neighbours of near-tied data).
+    `shortlist` forces that path on any device (for tests). Fewer than k memory rows leave idx -1
+    and dist inf in the last columns.
     """
     if k < 1 or np.ndim(queries) != 2:
         raise ValueError(f"exact_search needs k >= 1 and (Q, D) queries; got k={k}, shape {np.shape(queries)}")
@@ -409,9 +412,13 @@ def _distances(queries: np.ndarray, best_s: np.ndarray, best_i: np.ndarray) -> n
     return dist.astype(np.float32)
 
 
-# --- the torch path (GPU; bf16 shortlist) ----------------------------------------------------------
+# --- the torch path (GPU; fp16 shortlist with a proven error bound) ---------------------------------
 
 _EMPTY_KEY = torch.iinfo(torch.int64).min  # torch has no uint64 topk: signed keys, larger = better
+_LOW = torch.float16  # shortlist products: stores hold fp16, so their rows convert exactly (bf16 would round)
+_U_OUT = 2.0**-11  # unit roundoff of the fp16 product's output
+_FP16_SAFE = 2.0**14  # norms and |q| |m| below this: no fp16 overflow in inputs or products (max 65504)
+_GATHER = 2**27  # fp32 elements per re-rank gather (512 MB); more candidates go in query slices
 
 
 def _torch_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -431,33 +438,96 @@ def _torch_unkey(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scores, (_LOW32 - (keys & _LOW32)).masked_fill(empty, NO_ID)
 
 
+@contextlib.contextmanager
+def _full_precision_matmul():
+    """cuBLAS without TF32 and without reduced-precision reductions, restored after (no effect on the CPU)."""
+    m = torch.backends.cuda.matmul
+    saved = m.allow_tf32, m.allow_fp16_reduced_precision_reduction
+    m.allow_tf32, m.allow_fp16_reduced_precision_reduction = False, False
+    try:
+        yield
+    finally:
+        m.allow_tf32, m.allow_fp16_reduced_precision_reduction = saved
+
+
+def _lowered(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (N, D) float32 as fp16, with each row's norm bound max(||x||, ||x~||) (N,) and rounding ||x - x~|| (N,)."""
+    low = x.to(_LOW)  # (N, D)
+    back = low.float()
+    norm = torch.maximum(torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(back, dim=1))
+    return low, norm, torch.linalg.vector_norm(x - back, dim=1)
+
+
+def _fp16_safe(q_norm: float, m_norm: float) -> bool:
+    """Whether vectors of these largest norms and their products stay inside fp16's range."""
+    return q_norm < _FP16_SAFE and m_norm < _FP16_SAFE and q_norm * m_norm < _FP16_SAFE
+
+
+def _error_bound(qn: torch.Tensor, qr: torch.Tensor, mn: torch.Tensor, mr: torch.Tensor, msq: torch.Tensor,
+                 d: int) -> torch.Tensor:
+    """Bound (B, W) on |fp16-product score - fp32 score| for score 2 q.m - ||m||^2.
+
+    q.m - q~.m~ = q.(m - m~) + (q - q~).m~, so input rounding moves the product by at most
+    ||q|| ||m - m~|| + ||q - q~|| ||m~|| (zero for rows that were fp16 already). Summing D
+    products in fp32 moves each of the two products (fp16 and fp32) by at most D 2^-23 |q| |m|
+    (a whole ulp per addition, for accumulators that truncate), the fp16 output by 2^-11 of its
+    size plus half its smallest subnormal; the fp32 score arithmetic adds a few ulps.
+    """
+    nn = qn[:, None] * mn[None]  # (B, W) bounds of |q| |m|
+    product = qn[:, None] * mr[None] + qr[:, None] * mn[None] + (2 * d * 2.0**-23 + _U_OUT) * nn + 2.0**-25
+    finite = torch.where(torch.isinf(msq), 0, msq)  # absent rows score -inf either way: no inf - inf
+    return (2 * product + 2.0**-21 * (nn + finite[None])) * (1 + 2.0**-10)
+
+
+def _shortlisted(q: torch.Tensor, ql: tuple, mem: torch.Tensor, ml: tuple, msq: torch.Tensor,
+                 best: torch.Tensor, w0: int) -> torch.Tensor:
+    """Keys (B, S) of every window row that can still be among the k best, scored in fp32.
+
+    fp16 scores +- their error bound give each row an interval; a row whose upper end falls
+    below the k-th best lower end (or below the k-th best fp32 score found so far) cannot make
+    the top k. The S survivors of the worst-off query, per query, are re-scored in fp32, so the
+    result is the fp32 search's whatever the data (near-ties, clusters) and however many survive.
+    """
+    k = best.shape[1]
+    approx = 2 * (ql[0] @ ml[0].T).float() - msq  # (B, W)
+    bound = _error_bound(ql[1], ql[2], ml[1], ml[2], msq, q.shape[1])  # (B, W)
+    bar = torch.maximum((approx - bound).topk(min(k, approx.shape[1]), dim=1).values[:, -1],
+                        _torch_unkey(best[:, -1])[0])  # (B,) the k-th best score is at least this
+    upper = approx + bound  # (B, W)
+    n_keep = int((upper >= bar[:, None]).sum(1).max())  # host sync: the longest shortlist of the tile
+    col = upper.topk(n_keep, dim=1).indices  # (B, S) holds every query's survivors
+    step = max(1, _GATHER // max(1, n_keep * q.shape[1]))
+    scores = torch.cat([2 * torch.einsum("bd,bsd->bs", q[i:i + step], mem[col[i:i + step]])
+                        for i in range(0, len(q), step)]) - msq[col]  # (B, S) fp32
+    return _torch_keys(scores, w0 + col)
+
+
 def _search_torch(queries: np.ndarray, memory: Memory, k: int, query_block: int, window: int,
                   dev: torch.device, shortlist: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of streamed memory on the device; bf16 shortlist of 2k + 8 per window re-ranked in fp32."""
+    """Windows of streamed memory on the device: fp32 products, or fp16 ones shortlisting for an fp32 re-rank."""
     n_q, d = queries.shape
     qs = torch.from_numpy(queries).to(dev)  # (Q, D)
+    q_low = _lowered(qs) if shortlist else None
     best = torch.full((n_q, k), _EMPTY_KEY, dtype=torch.int64, device=dev)  # (Q, k) keys, best first
     buffer = np.empty((window, d), np.float32)
     for w0, pieces in _windows(memory, window):
         if w0 + window > _LOW32:
             raise ValueError(f"memory id {w0 + window} does not fit the 32-bit ids of the torch path")
         rows, sq, missing = _fill(buffer, pieces, 1)
-        n_rows = len(rows)
-        absent = torch.from_numpy(missing).to(dev)
         mem = torch.tensor(rows, device=dev)  # (W', D) a copy: rows may be the caller's read-only map
         msq = torch.tensor(sq, device=dev)  # (W',)
-        msq[absent] = np.inf  # score -inf: padding of a partial window is never chosen
-        low = mem.to(torch.bfloat16) if shortlist else mem
+        msq[torch.from_numpy(missing).to(dev)] = np.inf  # score -inf: padding of a partial window is never chosen
+        m_low = _lowered(mem) if shortlist else None
+        fp16 = shortlist and _fp16_safe(float(q_low[1].max()), float(m_low[1].max()))  # else fp32 products
+        cols = torch.arange(len(rows), device=dev)
         for a in range(0, n_q, query_block):
-            q = qs[a:a + query_block]  # (B, D)
-            scores = 2 * (q.to(low.dtype) @ low.T).float() - msq  # (B, W)
-            if shortlist:  # re-rank a bf16 shortlist with fp32 scores
-                col = scores.topk(min(2 * k + 8, n_rows), dim=1).indices  # (B, S)
-                scores = 2 * torch.einsum("bd,bsd->bs", q, mem[col]) - msq[col]
-            else:
-                col = torch.arange(n_rows, device=dev).expand_as(scores)
-            keys = _torch_keys(scores, w0 + col)  # ties go to the smaller id
-            best[a:a + query_block] = torch.cat([best[a:a + query_block], keys], 1).topk(k, dim=1).values
+            q, top = qs[a:a + query_block], best[a:a + query_block]  # (B, D), (B, k)
+            with _full_precision_matmul():
+                if fp16:
+                    keys = _shortlisted(q, tuple(t[a:a + query_block] for t in q_low), mem, m_low, msq, top, w0)
+                else:
+                    keys = _torch_keys(2 * (q @ mem.T) - msq, w0 + cols.expand(len(q), -1))  # (B, W')
+            best[a:a + query_block] = torch.cat([top, keys], 1).topk(k, dim=1).values
     best_s, best_i = _torch_unkey(best)
     return _distances(queries, best_s.cpu().numpy(), best_i.cpu().numpy()), best_i.cpu().numpy()  # host sync
 

@@ -19,7 +19,7 @@ def main(workdir: str, out: str) -> None:
     data = train.load_data("data/manifests/t.parquet", 0, params, ctx.device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes, loss.seed)
     torch.manual_seed(params.seed)
-    model = distributed.wrap(HueNet("resnet18", data.n_classes), ctx)
+    model = distributed.wrap(HueNet("resnet18", data.n_classes).to(ctx.device), ctx)
     opt = torch.optim.Adam(model.parameters(), lr=params.lr)
     steps, real = [], train.train_step
 

@@ -17,6 +17,16 @@ from tests.conftest import REPO, interrupt_on_call, make_image, run
 TRAIN = {"epochs": 2, "batch_size": 7, "image_size": 16, "val_fraction": 0.25, "lr": 1e-5}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def cpu_only():
+    """These are gloo-on-CPU tests: hide any GPU from this process and from the ones it starts."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CUDA_VISIBLE_DEVICES", "")
+    patch.setattr(torch.cuda, "is_available", lambda: False)
+    yield
+    patch.undo()
+
+
 def stage_dir(tmp, devices, images):
     """A working directory the train stage can run in: params.yaml and the manifest."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -122,3 +132,16 @@ def test_global_batchnorm_matches_batchnorm_on_one_process():
     assert torch.allclose(bn(x), gbn(x)) and isinstance(gbn[0], distributed.GlobalBatchNorm2d)
     ctx = distributed.Context(rank=1, world=3)
     assert ctx.local(np.arange(7)).tolist() == [3, 4] and distributed.local_loss_scale(2, 7, ctx) == pytest.approx(6 / 7)
+
+
+def test_more_processes_than_gpus_fails_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(distributed.DistributedError, match=r"train.devices = 2 .* has 1 CUDA device\(s\)"):
+        distributed.torchrun(2, ["stages/train.py"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(distributed.DistributedError, match="set train.devices <= 1"):
+        distributed.setup()  # started by hand under torchrun

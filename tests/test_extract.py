@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hue import config, datasets, extract, manifest, models, shards, tensors
+from hue import config, datasets, extract, manifest, models, shards
 from tests.conftest import make_image
 
 
@@ -57,6 +57,18 @@ def run_extract(manifest_path, out, params=PARAMS, source="resnet18-random", fol
                        out.parent / "timings.json")
 
 
+def as_the_stage_runs(info):
+    """(net, uint8 batch) -> float32 map on the CPU, run on the stage's device and precision; and tolerances.
+
+    atol for unit descriptors stored in fp16; rtol for energies. bf16 autocast (GPUs, CPUs with
+    AVX512-BF16) rounds to 2^-8 relative, and batches of another size may take other kernels.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, info["precision"])
+    atol, rtol = (2e-3, 1e-4) if dtype == torch.float32 else (1e-2, 1e-2)
+    return lambda net, batch: extract.forward_batch(net.to(device), batch, device, dtype).cpu(), atol, rtol
+
+
 def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):
     out = in_tmp / "act"
     info = run_extract(tiny_manifest, out)[None]
@@ -64,17 +76,17 @@ def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):
     assert info["grid"] == [2, 2] and info["n_shards"] == 6  # 2 images of 4 pixels per shard
     assert info["source"] == "resnet18-random" and info["fold"] is None and info["node"] == "layer4"
     frame = shards.read_parquet(tiny_manifest)
-    net, _ = models.bottleneck("resnet18", "random", 0)
+    net = models.bottleneck("resnet18", "random", 0)[0]
     batch = torch.stack([extract.ImageFiles(frame["path"].tolist(), 64)[i] for i in range(12)])
-    with torch.no_grad():
-        d = extract.descriptors(net(tensors.normalise(batch)))
+    forward, atol, rtol = as_the_stage_runs(info)
+    d = extract.descriptors(forward(net, batch))
+    flat_5 = extract.flat_descriptor(forward(net, batch[5:6])).numpy()
     pix = store.vectors("pixel", np.arange(12))
     assert pix.shape == (48, 512)
-    assert np.allclose(pix, d["pixel"].reshape(48, 512).numpy(), atol=2e-3)
-    assert np.allclose(store.vectors("gap", np.array([3, 7])), d["gap"][[3, 7]].numpy(), atol=2e-3)
-    flat = store.vectors("flat", np.array([5]))
-    assert np.allclose(flat, extract.flat_descriptor(net(tensors.normalise(batch[5:6]))).detach().numpy(), atol=2e-3)
-    assert np.allclose(store.energy(np.array([0, 11])), d["energy"][[0, 11]].numpy(), rtol=1e-4)
+    assert np.allclose(pix, d["pixel"].reshape(48, 512).numpy(), atol=atol)
+    assert np.allclose(store.vectors("gap", np.array([3, 7])), d["gap"][[3, 7]].numpy(), atol=atol)
+    assert np.allclose(store.vectors("flat", np.array([5])), flat_5, atol=atol)
+    assert np.allclose(store.energy(np.array([0, 11])), d["energy"][[0, 11]].numpy(), rtol=rtol)
     assert (store.images["label"].to_numpy() == frame["label"].to_numpy()).all()
     assert shards.open_store(out, 2).folder == out  # a pretrained store serves every fold
 
@@ -116,16 +128,15 @@ def test_trained_source_gets_one_store_per_fold_from_the_model_that_held_it_out(
         # fold discipline: the store of fold k is made by the checkpoint trained with fold k held out
         net, _ = models.trained_bottleneck(in_tmp / "models" / f"fold{fold}.pt", "resnet18")
         batch = torch.stack([extract.ImageFiles(frame["path"].tolist(), 64)[i] for i in range(2)])
-        with torch.no_grad():
-            gap = extract.descriptors(net(tensors.normalise(batch)))["gap"].numpy()
-        assert np.allclose(store.vectors("gap", np.arange(2)), gap, atol=2e-3)
+        forward, atol, _ = as_the_stage_runs(infos[fold])
+        gap = extract.descriptors(forward(net, batch))["gap"].numpy()
+        assert np.allclose(store.vectors("gap", np.arange(2)), gap, atol=atol)
         held = frame["fold"].to_numpy() == fold
         theta = store.images[["theta_x", "theta_y"]].to_numpy()
         assert np.isnan(theta[~held]).all() and (theta[held][:, 0] == np.flatnonzero(held)).all()
     other, _ = models.trained_bottleneck(in_tmp / "models" / "fold1.pt", "resnet18")
-    with torch.no_grad():
-        wrong = extract.descriptors(other(tensors.normalise(batch)))["gap"].numpy()
-    assert not np.allclose(shards.open_store(in_tmp / "act", 2).vectors("gap", np.arange(2)), wrong, atol=2e-3)
+    wrong = extract.descriptors(forward(other, batch))["gap"].numpy()
+    assert not np.allclose(shards.open_store(in_tmp / "act", 2).vectors("gap", np.arange(2)), wrong, atol=atol)
 
 
 def test_interrupted_extract_leaves_nothing_and_rerun_is_identical(tiny_manifest, in_tmp, monkeypatch):

@@ -4,6 +4,7 @@ import hashlib
 
 import pytest
 import torch
+import torchvision
 
 from hue import models
 
@@ -82,3 +83,27 @@ def test_state_dict_path(tmp_path):
         models.build("efficientnet_b0", str(tmp_path / "w.pt"))
     with pytest.raises(models.ModelError, match="no such file"):
         models.build("resnet18", str(tmp_path / "missing.pt"))
+
+
+def test_loaded_weights_skip_the_init_and_equal_a_copying_load(tmp_path):
+    src, _ = models.build("resnet18", "random", seed=7)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    torch.save(state, tmp_path / "half.pt")
+    model, _ = models.build("resnet18", str(tmp_path / "half.pt"))
+    copied, _ = models.build("resnet18", "random", seed=8)
+    copied.load_state_dict(state)  # the copying load casts to float32
+    for (name, a), (_, b) in zip(model.state_dict().items(), copied.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    partial = {k: v for k, v in src.state_dict().items() if k != "fc.bias"}
+    with pytest.raises(RuntimeError, match="fc.bias"):
+        models.loaded(lambda: torchvision.models.resnet18(), partial)
+
+
+def test_loaded_fails_on_a_tensor_no_state_holds():
+    class Scaled(torch.nn.Linear):
+        def __init__(self):
+            super().__init__(2, 2)
+            self.register_buffer("scale", torch.ones(2), persistent=False)  # never in a state dict
+
+    with pytest.raises(models.ModelError, match="does not hold \\['scale'\\]"):
+        models.loaded(Scaled, torch.nn.Linear(2, 2).state_dict())

@@ -44,6 +44,20 @@ def load_rgb(path: Path) -> Image.Image:
         return to_rgb(img)
 
 
+def load_resized(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode and bilinearly resize to size (W, H) as RGB: (H, W, 3) uint8, possibly a read-only view.
+
+    8-bit greyscale is resized on its one band and then repeated: the same bytes as resizing its
+    RGB conversion (PIL resamples every band alike), for a third of the work.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode == "L":
+            grey = np.asarray(img.resize(size, resample=Image.BILINEAR))  # (H, W)
+            return np.broadcast_to(grey[..., None], (*grey.shape, 3))
+        return np.asarray(to_rgb(img).resize(size, resample=Image.BILINEAR))
+
+
 def inspect(path: Path) -> Check:
     """Fully decode a file to find out whether it is a usable image."""
     try:

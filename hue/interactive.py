@@ -42,7 +42,7 @@ def buckets(sizes: list[tuple[int, int]], batch_size: int) -> list[np.ndarray]:
 
 def load_batch(paths: list[str], size: tuple[int, int]) -> torch.Tensor:
     """Decode and resize a batch of one target size: -> (B, 3, H, W) uint8."""
-    arrays = [np.asarray(images.load_rgb(Path(p)).resize(size, resample=2)) for p in paths]  # 2 = bilinear
+    arrays = [images.load_resized(Path(p), size) for p in paths]  # (H, W, 3) each
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from hue import distributed, images, losses, paths, shards
 from hue.cli import progress
@@ -65,8 +64,7 @@ def split(frame: pd.DataFrame, fold: int, val_fraction: float, seed: int) -> tup
 def decode(paths: list[str], side: int) -> torch.Tensor:
     """Decode every image once, resized to side x side: (N, 3, side, side) uint8."""
     def one(path: str) -> np.ndarray:
-        img = images.load_rgb(Path(path)).resize((side, side), resample=Image.BILINEAR)
-        return np.asarray(img).transpose(2, 0, 1)
+        return images.load_resized(Path(path), (side, side)).transpose(2, 0, 1)  # (3, side, side)
 
     with ThreadPoolExecutor() as pool:
         return torch.from_numpy(np.stack(list(pool.map(one, paths))))

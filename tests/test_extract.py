@@ -1,10 +1,12 @@
 """Descriptors, positions, shards and the extract stage's atomicity."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from hue import config, datasets, extract, manifest, models, shards
+from hue import config, datasets, extract, images, manifest, models, shards
 from tests.conftest import make_image
 
 
@@ -67,6 +69,21 @@ def as_the_stage_runs(info):
     dtype = getattr(torch, info["precision"])
     atol, rtol = (2e-3, 1e-4) if dtype == torch.float32 else (1e-2, 1e-2)
     return lambda net, batch: extract.forward_batch(net.to(device), batch, device, dtype).cpu(), atol, rtol
+
+
+def test_image_batches_come_whole_and_equal_the_images_one_by_one(tmp_path):
+    from torch.utils.data import DataLoader
+
+    paths = [str(make_image(tmp_path / f"{i}.png", mode=m, size=(9 + i, 6), seed=i)) for i, m in
+             enumerate(["L", "RGB", "P", "L", "RGBA"])]
+    files = extract.ImageFiles(paths, (8, 5))
+    batches = list(DataLoader(files, batch_size=2, collate_fn=extract.as_batch))
+    assert [tuple(b.shape) for b in batches] == [(2, 3, 5, 8), (2, 3, 5, 8), (1, 3, 5, 8)]
+    assert all(b.dtype == torch.uint8 and b.is_contiguous() for b in batches)
+    one_by_one = torch.stack([torch.from_numpy(np.array(images.load_rgb(p).resize((8, 5), resample=2)))
+                              .permute(2, 0, 1) for p in map(Path, paths)])
+    assert torch.equal(torch.cat(batches), one_by_one)
+    assert torch.equal(files[3], one_by_one[3])
 
 
 def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):

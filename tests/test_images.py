@@ -16,6 +16,16 @@ def test_every_colour_mode_becomes_8bit_rgb(tmp_path, mode):
     assert rgb.mode == "RGB" and rgb.size == (7, 5)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "I;16"])
+@pytest.mark.parametrize("size", [(13, 9), (3, 20)])  # up and down in either side
+def test_load_resized_is_the_rgb_image_resized(tmp_path, mode, size):
+    path = make_image(tmp_path / "x.png", mode=mode, size=(7, 11))
+    want = np.asarray(images.load_rgb(path).resize(size, resample=Image.BILINEAR))  # (H, W, 3)
+    got = images.load_resized(path, size)  # greyscale: resized on one band, then repeated
+    assert got.shape == (size[1], size[0], 3) and got.dtype == np.uint8
+    assert np.array_equal(got, want)
+
+
 def test_16bit_is_rescaled_not_clipped(tmp_path):
     values = np.array([[0, 65535], [32896, 257]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "x.png")

@@ -40,6 +40,40 @@ def test_tap_is_a_copy_not_an_alias():
         assert net(x).abs().sum() > 0
 
 
+@pytest.mark.parametrize("node", ["layer3", "layer4", "layer1.0.relu", "features.29"])
+def test_hooked_tap_equals_the_fx_feature_extractor(node):
+    name = "vgg16" if node.startswith("features") else "resnet18"
+    hooked = models.Bottleneck(models.build(name, "random", seed=0)[0], node)
+    assert hooked.node == node  # a submodule: the forward hook, no trace
+    traced = models._traced(models.build(name, "random", seed=0)[0].eval(), node)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # layer1.0.relu runs twice per block: both taps take its first call
+        assert torch.equal(hooked(x), traced(x)["bottleneck"])
+
+
+def test_a_functional_node_goes_through_the_fx_extractor():
+    model, _ = models.build("resnet18", "random", seed=0)
+    net = models.Bottleneck(model, "flatten")  # torch.flatten in ResNet.forward: no module to hook
+    assert net.node is None
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 64, 64)).shape == (2, 512)
+
+
+def test_a_module_the_forward_never_reaches_fails_in_one_line():
+    model, _ = models.build("resnet18", "random", seed=0)
+    model.spare = torch.nn.ReLU()  # a submodule ResNet.forward never calls
+    with pytest.raises(models.ModelError, match="never reached node 'spare'"):
+        models.Bottleneck(model, "spare")(torch.randn(1, 3, 64, 64))
+
+
+def test_the_tap_leaves_the_callers_model_whole():
+    model, _ = models.build("resnet18", "random", seed=0)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        models.Bottleneck(model, "layer3")(x)
+        assert model(x).shape == (1, 1000)  # no hook left behind to end its forward
+
+
 def test_random_weights_are_seeded():
     a, _ = models.build("resnet18", "random", seed=3)
     b, _ = models.build("resnet18", "random", seed=3)

@@ -37,7 +37,11 @@ class ImageFiles(Dataset):
         return self.__getitems__([i])[0]  # (3, H, W) uint8
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        """A whole batch (B, 3, H, W) uint8, written in place (per-image tensors and a stack cost 40% of decoding)."""
+        """A whole batch (B, 3, H, W) uint8, written in place.
+
+        Per-image tensors, a permuted copy each and a stack took the digits' decoding pass 0.385 s;
+        this, with greyscale resized on one band (images.load_resized), 0.289 s.
+        """
         w, h = self.size
         out = np.empty((len(indices), 3, h, w), np.uint8)  # (B, 3, H, W)
         for j, i in enumerate(indices):

@@ -56,7 +56,7 @@ def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: 
     preloaded = torch.stack([files[i] for i in range(len(files))])  # (N, 3, S, S) uint8
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = tensors.resolve_precision(precision, device)
-    model = model.to(device)
+    model = extract.placed(model, device)
     extract.forward_batch(model, preloaded[:batch], device, dtype)  # warm-up
     start = time.perf_counter()
     for i in range(0, len(preloaded), batch):

@@ -44,7 +44,7 @@ def load_rgb(path: Path) -> Image.Image:
         return to_rgb(img)
 
 
-def load_resized(path: Path, size: tuple[int, int]) -> np.ndarray:
+def load_resized(path: Path | str, size: tuple[int, int]) -> np.ndarray:
     """Decode and bilinearly resize to size (W, H) as RGB: (H, W, 3) uint8, possibly a read-only view.
 
     8-bit greyscale is resized on its one band and then repeated: the same bytes as resizing its

@@ -71,3 +71,33 @@ def test_keeps_heap_sets_the_policy_before_the_stage_runs(monkeypatch):
     monkeypatch.setattr(cli, "keep_freed_heap", lambda: calls.append("heap") or True)
     assert cli.keeps_heap(lambda x: calls.append(x) or x)(3) == 3
     assert calls == ["heap", 3]
+
+
+THP_PROBE = r"""
+import json, resource, sys
+from hue import cli, extract, interactive, sources, train  # what the network stages import before the policy
+if sys.argv[1] == "keep":
+    cli.keep_freed_heap()
+import torch
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(1 << 24)  # 64 MB through torch's CPU allocator, every page touched
+print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def test_kept_heap_asks_torch_for_huge_pages_before_its_first_allocation():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not mode.exists() or "[madvise]" not in mode.read_text():
+        pytest.skip("huge pages on request need THP in madvise mode (with 'always' every run gets them)")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    faults = {m: json.loads(subprocess.run([sys.executable, "-c", THP_PROBE, m], capture_output=True, text=True,
+                                           check=True, env=env).stdout)["faults"] for m in ("default", "keep")}
+    pages = (1 << 26) // 4096
+    assert faults["default"] > pages / 2  # 4 KB pages: one fault each
+    assert faults["keep"] < faults["default"] / 10  # 2 MB pages: a few hundred faults at most

@@ -182,18 +182,21 @@ def plot(rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     keys = (("build_seconds", "index build (s)"), ("search_seconds", "search time, all queries (s)"),
             ("recall_at_10", "recall@10 vs exact"), ("peak_rss_mb", "peak RSS (MB)"))
+    dims = sorted({r["dim"] for r in rows})
+    colour = {m: f"C{i}" for i, m in enumerate(METHODS)}  # one colour per backend in every panel
     for ax, (key, title) in zip(axes, keys):
         for (method, dim) in sorted({(r["method"], r["dim"]) for r in rows}):
             pts = sorted((r["size"], r[key]) for r in rows if r["method"] == method and r["dim"] == dim
                          and r.get(key) is not None and (r[key] > 0 or key == "recall_at_10"))
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{method} d={dim}")
+                ax.plot(*zip(*pts), marker="o", color=colour[method], linestyle=("-", "--", ":")[dims.index(dim) % 3],
+                        label=f"{method} d={dim}")
         ax.set_xscale("log")
         if key != "recall_at_10":
             ax.set_yscale("log")
         ax.set_xlabel("memory vectors")
         ax.set_title(title)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)  # the search panel has every backend (exact_stream has no build time)
     fig.tight_layout()
     save(fig, out)
 

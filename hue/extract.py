@@ -95,8 +95,9 @@ def placed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The model on `device` in channels-last layout, as forward_batch feeds it.
 
     Channels-last on the CPU too: resnet18 to layer3 at 80 px ran a batch of 64 in 81 ms instead
-    of 106 ms on a 2-core Sapphire Rapids (NCHW max-pooling and batch norm were the difference),
-    with bit-identical outputs there (bench/RESULTS.md).
+    of 106 ms on a 2-core Sapphire Rapids (NCHW max-pooling and batch norm were the difference);
+    its maps differ from the NCHW forward's by float rounding (0.4% of the fp16 pixel entries one
+    step apart, bench/RESULTS.md).
     """
     return model.to(device=device, memory_format=torch.channels_last)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hue import config, datasets, extract, images, manifest, models, shards
+from hue.tensors import normalise
 from tests.conftest import make_image
 
 
@@ -84,6 +85,18 @@ def test_image_batches_come_whole_and_equal_the_images_one_by_one(tmp_path):
                               .permute(2, 0, 1) for p in map(Path, paths)])
     assert torch.equal(torch.cat(batches), one_by_one)
     assert torch.equal(files[3], one_by_one[3])
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "densenet201"])  # a hooked node, a traced (functional) one
+def test_channels_last_forward_matches_the_plain_layout(backbone):
+    x = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain, _ = models.bottleneck(backbone, "random")
+    with torch.no_grad():
+        want = plain(normalise(x))  # (B, C, H, W) NCHW throughout
+    cpu = torch.device("cpu")
+    got = extract.forward_batch(extract.placed(models.bottleneck(backbone, "random")[0], cpu), x, cpu, torch.float32)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))  # float rounding only
 
 
 def test_extract_store_matches_a_direct_forward(tiny_manifest, in_tmp):

@@ -29,7 +29,7 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
 
     from hue import cli, config, losses, paths, train
     from hue.models import HueNet
-    from hue.tensors import resolve_precision
+    from hue.tensors import training_precision
 
     if keep_heap:  # as the train stage runs
         cli.keep_freed_heap()
@@ -40,7 +40,7 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
     arch = arch or params.archs[0]
     loss = config.load("loss")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = resolve_precision("auto", device)
+    dtype = training_precision(device)
     data = train.load_data(paths.manifest(dataset), fold, params, device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes).to(device)
     n = len(data.train) - len(data.train) % params.batch_size

@@ -9,8 +9,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32.
+
+    torch.backends.cpu.get_cpu_capability() names kernel levels only (AVX512 on a Sapphire Rapids),
+    so the ISA flags come from torch.cpu.get_capabilities (a torch without it: False, fp32).
+    """
+    caps = getattr(torch.cpu, "get_capabilities", dict)()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -20,6 +25,15 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if device.type == "cuda" or native_cpu_bf16() else torch.float32
+
+
+def training_precision(device: torch.device) -> torch.dtype:
+    """The training autocast dtype: bf16 on CUDA, fp32 on any CPU.
+
+    bf16 training on a CPU with AMX was slower than fp32 (bench/train.py: 493-501 vs 532-534
+    img/s, resnet18 at 32 px), unlike extraction, whose forward ran 3x faster (bench/RESULTS.md).
+    """
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def normalise(batch: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from hue import distributed, images, losses, paths, shards
 from hue.cli import progress
 from hue.config import LossParams, TrainParams, as_dict
 from hue.errors import HueError
-from hue.tensors import normalise, resolve_precision
+from hue.tensors import normalise, training_precision
 
 ONEHOT = LossParams(hue_weight=0.0)  # what a one-hot run uses: it reads no loss.* param
 CODE = ("train.py", "losses.py", "models.py", "distributed.py")  # a change here invalidates resume states
@@ -266,7 +266,7 @@ def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, los
     from hue.models import HueNet
 
     device = ctx.device
-    dtype = resolve_precision("auto", device)
+    dtype = training_precision(device)
     data = load_data(manifest_path, fold, params, device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes, loss.seed).to(device)  # (M, 2)
     torch.manual_seed(params.seed + fold)  # same init for the one-hot and hue runs of a fold

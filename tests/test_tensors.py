@@ -13,3 +13,21 @@ def test_normalise_uses_imagenet_statistics():
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = tensors.normalise(x)
     assert torch.allclose(out[0, :, 0, 0], (1 - torch.tensor(tensors.IMAGENET_MEAN)) / torch.tensor(tensors.IMAGENET_STD))
+
+
+def test_native_bf16_is_read_from_the_isa_flags(monkeypatch):
+    flags = {"avx512f": True, "avx512_bf16": False, "amx_bf16": False}  # what an AVX-512 CPU without bf16 reports
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags, raising=False)
+    assert not tensors.native_cpu_bf16()
+    assert tensors.resolve_precision("auto", torch.device("cpu")) == torch.float32
+    flags["amx_bf16"] = True  # a Sapphire Rapids: torch's kernel level still reads "AVX512"
+    assert tensors.native_cpu_bf16()
+    assert tensors.resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)  # a torch without the query
+    assert tensors.resolve_precision("auto", torch.device("cpu")) == torch.float32
+
+
+def test_training_is_bf16_on_cuda_only(monkeypatch):
+    monkeypatch.setattr(tensors, "native_cpu_bf16", lambda: True)
+    assert tensors.training_precision(torch.device("cpu")) == torch.float32
+    assert tensors.training_precision(torch.device("cuda")) == torch.bfloat16

@@ -78,7 +78,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
     """Run the three extractions side by side and print the ratios."""
     import torch
 
-    from hue import cli, config, extract, models, paths, shards
+    from hue import cli, config, extract, models, paths, shards, tensors
 
     heap = "kept (as every stage)" if keep_heap and cli.keep_freed_heap() else "glibc default"
     import torchvision.models  # noqa: F401  one-time import cost (~3 s here) is start-up, not throughput
@@ -105,8 +105,9 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
         torch.save(models.build(backbone, "random", params.seed)[0].state_dict(), bare_weights)
         params = dataclasses.replace(params, weight_files={"bench": bare_weights})
         source = f"{backbone}-bench"
+    resolved = tensors.resolve_precision(params.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
-          f"precision {params.precision}, workers {params.workers}, heap {heap}, weights {weights}")
+          f"precision {params.precision} ({resolved}), workers {params.workers}, heap {heap}, weights {weights}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda {torch.cuda.is_available()}")
     ratios = []

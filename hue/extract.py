@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +55,80 @@ class ImageFiles(Dataset):
 def as_batch(batch: torch.Tensor) -> torch.Tensor:
     """The DataLoader's collate for ImageFiles: its batches come whole."""
     return batch
+
+
+class Prefetch:
+    """Iterate `batches` from a background thread holding at most `ahead` batches waiting.
+
+    The extract stage starts it before building its models, so images decode on the core that
+    their single-threaded init leaves idle, and in the forward's gaps (bench/RESULTS.md). The
+    producer's error is raised in the consumer; `close` stops the thread early.
+    """
+
+    _END = object()
+
+    def __init__(self, batches, ahead: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._fill, args=(batches,), daemon=True)
+        self.thread.start()
+
+    def _fill(self, batches) -> None:
+        """Put every batch, then the end mark (or the error that ended them)."""
+        try:
+            for batch in batches:
+                if not self._put(batch):
+                    return
+            self._put(self._END)
+        except BaseException as err:  # re-raised in the consumer
+            self._put(err)
+
+    def _put(self, item) -> bool:
+        """Queue `item` unless stopped; False once stopped."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while (item := self.queue.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread and drop what it holds."""
+        self.stop.set()
+        self.thread.join()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+PREFETCH_BYTES = 64 << 20  # decoded images waiting for the forward, at most (2 batches if one is larger)
+
+
+def decoded_batches(frame: pd.DataFrame, params: ExtractParams, size: tuple[int, int], device: torch.device,
+                    workers: int | None = None) -> Prefetch:
+    """The manifest's images as uint8 batches (B, 3, H, W), decoded ahead in a thread within PREFETCH_BYTES.
+
+    workers: decoding processes; None = extract.workers on CUDA, none on the CPU, whose forward
+    already uses every core (bench/extract.py: stage/bare 0.73-0.82 with 2 workers, 0.86 in-process).
+    """
+    if workers is None:
+        workers = params.workers if device.type == "cuda" else 0
+    loader = DataLoader(ImageFiles(frame["path"].tolist(), size), batch_size=params.batch_size, shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=as_batch)
+    batch_bytes = params.batch_size * 3 * size[0] * size[1]
+    return Prefetch(loader, max(2, PREFETCH_BYTES // batch_bytes))
 
 
 def input_size(frame: pd.DataFrame, params: ExtractParams, native: int) -> tuple[int, int]:
@@ -126,22 +202,18 @@ def held_out_theta(checkpoint: Path, n_images: int) -> np.ndarray:
     return theta
 
 
-def write_stores(frame: pd.DataFrame, nets: dict, params: ExtractParams, size: tuple[int, int],
-                 folders: dict, device: torch.device, desc: str) -> dict:
+def write_stores(frame: pd.DataFrame, batches, nets: dict, params: ExtractParams, folders: dict,
+                 device: torch.device, desc: str) -> dict:
     """Stream every image once through every model in `nets` into that model's shards under `folders`.
 
     Images are decoded once per batch however many models there are (a trained source has one per
-    fold); memory is one batch plus one shard buffer per model.
+    fold); memory is the decoded batches `batches` holds (decoded_batches: PREFETCH_BYTES) plus
+    one shard buffer per model.
     """
     dtype, store = resolve_precision(params.precision, device), getattr(torch, params.dtype)
     nets = {key: placed(net, device) for key, net in nets.items()}
-    # on the CPU the forward already uses every core: decoding workers only compete with it
-    # (bench/extract.py: stage/bare 0.73-0.82 with 2 workers, 0.86 in-process on 2 cores)
-    workers = params.workers if device.type == "cuda" else 0
-    loader = DataLoader(ImageFiles(frame["path"].tolist(), size), batch_size=params.batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=as_batch)
     writers, grid, channels = {}, None, None
-    for batch in progress(loader, desc=desc, unit="batch"):
+    for batch in progress(batches, desc=desc, unit="batch", total=-(-len(frame) // params.batch_size)):
         for key, net in nets.items():
             fmap = forward_batch(net, batch, device, dtype)  # (B, C, H, W)
             if key not in writers:
@@ -173,10 +245,10 @@ def run(dataset: str, source_name: str, params: ExtractParams, run_folds: tuple[
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     folds = list(run_folds) if source.trained else [None]
     start, infos = time.perf_counter(), {}
-    with shards.atomic_dir(out) as tmp:
+    with shards.atomic_dir(out) as tmp, decoded_batches(frame, params, size, device) as batches:
         built = {fold: sources.extractor(source, params, model_dir, fold) for fold in folds}  # (model, weights id)
         folders = {fold: tmp if fold is None else tmp / f"fold{fold}" for fold in folds}
-        stores = write_stores(frame, {f: m for f, (m, _) in built.items()}, params, size, folders, device,
+        stores = write_stores(frame, batches, {f: m for f, (m, _) in built.items()}, params, folders, device,
                               f"extract {dataset}/{source.name}")
         for fold, info in stores.items():
             table = image_table(frame, info["images_per_shard"])

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from hue import config, datasets, extract, images, manifest, models, shards
 from hue.tensors import normalise
@@ -73,8 +74,6 @@ def as_the_stage_runs(info):
 
 
 def test_image_batches_come_whole_and_equal_the_images_one_by_one(tmp_path):
-    from torch.utils.data import DataLoader
-
     paths = [str(make_image(tmp_path / f"{i}.png", mode=m, size=(9 + i, 6), seed=i)) for i, m in
              enumerate(["L", "RGB", "P", "L", "RGBA"])]
     files = extract.ImageFiles(paths, (8, 5))
@@ -202,6 +201,7 @@ import json, resource, sys
 from pathlib import Path
 from hue import cli, config, datasets, extract, manifest, shards
 cli.keep_freed_heap()  # as every stage runs
+extract.PREFETCH_BYTES = 1 << 20  # the decode-ahead budget (64 MiB) would hold all 27 MB of the large set's images
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 data = config.build("data", {"datasets": ["t"], "folders": {"t": str(root)}, "folds": 2, "run_folds": [0, 1]})
 frame, _, _ = manifest.build("t", datasets.read_image_folder(root), data, root)
@@ -232,4 +232,62 @@ def test_extract_peak_rss_does_not_grow_with_the_dataset(tmp_path):
     small, large = peaks[50], peaks[1000]
     assert large["shards"] > 30 and large["store_mb"] > 30  # the large store is many shards, tens of MB
     # streaming: the 20x larger dataset costs less than a third of its store in extra peak RSS
+    # (the bound is the decode-ahead budget plus one shard buffer per model, whatever the dataset)
     assert large["rss_mb"] - small["rss_mb"] < large["store_mb"] / 3, peaks
+
+
+def test_prefetch_yields_every_batch_in_order_and_holds_at_most_ahead():
+    import time
+
+    made = []
+
+    def batches():
+        for i in range(12):
+            made.append(i)
+            yield i
+
+    seen, most_ahead = [], 0
+    with extract.Prefetch(batches(), ahead=3) as prefetch:
+        for item in prefetch:
+            time.sleep(0.01)  # a slow consumer: the thread fills the queue and waits
+            most_ahead = max(most_ahead, len(made) - len(seen))
+            seen.append(item)
+    assert seen == list(range(12))
+    # the consumer's batch, the queue's 3, and the one the thread holds while it waits to put it
+    assert 3 <= most_ahead <= 3 + 2
+
+
+def test_prefetch_reraises_the_decoders_error_in_the_consumer():
+    def batches():
+        yield 0
+        yield 1
+        raise extract.ExtractError("bad image")
+
+    seen = []
+    with extract.Prefetch(batches(), ahead=8) as prefetch, pytest.raises(extract.ExtractError, match="bad image"):
+        for item in prefetch:
+            seen.append(item)
+    assert seen == [0, 1]
+
+
+def test_prefetch_close_stops_the_thread_early():
+    import itertools
+
+    prefetch = extract.Prefetch(itertools.count(), ahead=2)
+    assert next(iter(prefetch)) == 0
+    prefetch.close()  # as after a failed forward: the producer is blocked on a full queue
+    assert not prefetch.thread.is_alive() and prefetch.queue.empty()
+
+
+def test_decoded_batches_match_the_loader_with_worker_processes(tmp_path, tiny_manifest):
+    """The GPU path's worker processes, started from the prefetch thread, give the in-process batches."""
+    frame = shards.read_parquet(tiny_manifest)
+    params = config.build("extract", {"batch_size": 3, "workers": 2})
+    direct = [files for files in DataLoader(extract.ImageFiles(frame["path"].tolist(), (16, 16)), batch_size=3,
+                                            collate_fn=extract.as_batch)]
+    with extract.decoded_batches(frame, params, (16, 16), torch.device("cpu"), workers=2) as batches:
+        threaded = list(batches)
+    assert len(threaded) == len(direct) and all(torch.equal(a, b) for a, b in zip(threaded, direct))
+    budget = extract.decoded_batches(frame, params, (16, 16), torch.device("cpu"))
+    budget.close()
+    assert budget.queue.maxsize == extract.PREFETCH_BYTES // (3 * 3 * 16 * 16)

@@ -71,6 +71,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
          tile: int = typer.Option(1, help="repeat the manifest's images this many times (amortises start-up)"),
          workers: int = typer.Option(-1, help="override extract.workers (-1: params.yaml)"),
          image_size: int = typer.Option(0, help="override extract.image_size (0: params.yaml)"),
+         precision: str = typer.Option("", help="override extract.precision: auto, fp32 or bf16 ('': params.yaml)"),
          keep_heap: bool = typer.Option(True, help="glibc heap policy of every stage (hue.cli.keep_freed_heap)"),
          weights: str = typer.Option("random", help="random: seeded init inside the stage; file: the same weights "
                                      "from a state-dict file, loaded as imagenet or weight_files weights are"),
@@ -88,6 +89,8 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
         params = dataclasses.replace(params, workers=workers)
     if image_size:
         params = dataclasses.replace(params, image_size=image_size)
+    if precision:
+        params = dataclasses.replace(params, precision=precision)
     frame = shards.read_parquet(paths.manifest(dataset))
     if images:
         frame = frame.iloc[:images]

@@ -291,3 +291,13 @@ def test_decoded_batches_match_the_loader_with_worker_processes(tmp_path, tiny_m
     budget = extract.decoded_batches(frame, params, (16, 16), torch.device("cpu"))
     budget.close()
     assert budget.queue.maxsize == extract.PREFETCH_BYTES // (3 * 3 * 16 * 16)
+
+
+def test_an_image_gone_since_the_manifest_fails_the_stage_naming_it(in_tmp, tiny_manifest):
+    """A decoding error raised in the prefetch thread reaches the stage as itself; nothing is written."""
+    gone = Path(shards.read_parquet(tiny_manifest)["path"].iloc[7])
+    gone.unlink()
+    out = in_tmp / "act"
+    with pytest.raises(FileNotFoundError, match=gone.name):
+        run_extract(tiny_manifest, out)
+    assert not out.exists() and not list(in_tmp.glob(".act.*"))

@@ -2,6 +2,7 @@
 
     python bench/extract.py                                   # digits, resnet18, params.yaml sizes
     python bench/extract.py --weights file                    # weights read from a file (pretrained's path)
+    python bench/extract.py --phases                          # also where the stage's time goes, per run
     python bench/extract.py --thingsvision-python /tmp/tvenv/bin/python
 
 The stage number is end to end (model build, decode, resize, forward, descriptors, shards,
@@ -12,6 +13,8 @@ thingsvision pins its own torch/torchvision/tensorflow, so it runs from its own 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -66,6 +69,36 @@ def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: 
     return len(preloaded) / (time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def phase_timers():
+    """Time the stage's parts while the block runs: yields {part: [seconds, calls]} (decoding runs in its thread)."""
+    from hue import extract, shards, sources
+
+    parts = {"model build": (sources, "extractor"), "decode (thread)": (extract.ImageFiles, "__getitems__"),
+             "forward": (extract, "forward_batch"), "descriptors": (extract, "descriptors"),
+             "shard write": (shards.ShardWriter, "_flush")}
+    spent = collections.defaultdict(lambda: [0.0, 0])
+
+    def timed_call(name, fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name][0] += time.perf_counter() - start
+                spent[name][1] += 1
+        return call
+
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in parts.items()}
+    for name, (owner, attr) in parts.items():
+        setattr(owner, attr, timed_call(name, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, (owner, attr) in parts.items():
+            setattr(owner, attr, originals[name])
+
+
 @app.command()
 def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, repeats: int = 3,
          tile: int = typer.Option(1, help="repeat the manifest's images this many times (amortises start-up)"),
@@ -75,6 +108,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
          keep_heap: bool = typer.Option(True, help="glibc heap policy of every stage (hue.cli.keep_freed_heap)"),
          weights: str = typer.Option("random", help="random: seeded init inside the stage; file: the same weights "
                                      "from a state-dict file, loaded as imagenet or weight_files weights are"),
+         phases: bool = typer.Option(False, help="also print where each stage run's time went (timers around its parts)"),
          thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
     """Run the three extractions side by side and print the ratios."""
     import torch
@@ -117,15 +151,20 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
     for r in range(repeats):  # interleaved, so drift of the machine hits both sides alike
         with tempfile.TemporaryDirectory() as tmp:
             shards.write_parquet(Path(tmp) / "m.parquet", frame)
-            start = time.perf_counter()
-            extract.run(dataset, source, params, (), Path(tmp) / "m.parquet", Path(tmp) / "models",
-                        Path(tmp) / "out", Path(tmp) / "timings.json")
-            stage = len(frame) / (time.perf_counter() - start)
+            with phase_timers() if phases else contextlib.nullcontext({}) as spent:
+                start = time.perf_counter()
+                extract.run(dataset, source, params, (), Path(tmp) / "m.parquet", Path(tmp) / "models",
+                            Path(tmp) / "out", Path(tmp) / "timings.json")
+                seconds = time.perf_counter() - start
+            stage = len(frame) / seconds
         bare = bare_forward(backbone, frame["path"].tolist(), size, params.batch_size, params.precision, bare_weights,
                             params.layer)
         ratios.append(stage / bare)
         print(f"run {r}: extract stage {stage:7.1f} img/s, bare forward {bare:7.1f} img/s, "
               f"ratio stage / bare {stage / bare:.2f}")
+        if spent:
+            print(f"  stage {seconds:.3f} s: " + ", ".join(f"{name} {t:.3f} s / {n}" for name, (t, n) in spent.items())
+                  + f"; bare forward of the same images {len(frame) / bare:.3f} s")
     print(f"ratio stage / bare over {repeats} runs: min {min(ratios):.2f}, max {max(ratios):.2f} (target >= 0.9)")
     if thingsvision_python:
         root = Path(frame["path"].iloc[0]).parents[1]

@@ -196,7 +196,7 @@ def image_table(frame: pd.DataFrame, images_per_shard: int) -> pd.DataFrame:
 
 def held_out_theta(checkpoint: Path, n_images: int) -> np.ndarray:
     """The hue head's theta' (N, 2) on the run's held-out images, NaN elsewhere (from the training run itself)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = models.read_state(checkpoint)  # mapped: the weights it also holds are not read
     theta = np.full((n_images, 2), np.nan, dtype=np.float32)
     theta[state["test_index"].numpy()] = state["test_theta"].numpy()
     return theta

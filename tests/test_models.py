@@ -1,6 +1,7 @@
 """Every registered backbone on tiny inputs (random weights, CPU); weights from a planted checkpoint."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,6 +132,21 @@ def test_loaded_weights_skip_the_init_and_equal_a_copying_load(tmp_path):
     partial = {k: v for k, v in src.state_dict().items() if k != "fc.bias"}
     with pytest.raises(RuntimeError, match="fc.bias"):
         models.loaded(lambda: torchvision.models.resnet18(), partial)
+
+
+def test_read_state_maps_zip_files_and_reads_legacy_ones_whole(tmp_path):
+    src, _ = models.build("resnet18", "random", seed=3)
+    torch.save(src.state_dict(), tmp_path / "zip.pt")
+    torch.save(src.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    mapped, whole = models.read_state(tmp_path / "zip.pt"), models.read_state(tmp_path / "legacy.pt")
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # Linux: the zip file is mapped into the process, the legacy one is not
+        text = maps.read_text()
+        assert str(tmp_path / "zip.pt") in text and str(tmp_path / "legacy.pt") not in text
+    for name, value in src.state_dict().items():
+        assert torch.equal(mapped[name], value) and torch.equal(whole[name], value), name
+    model, _ = models.build("resnet18", str(tmp_path / "legacy.pt"))
+    assert torch.equal(model.conv1.weight, src.conv1.weight)
 
 
 def test_loaded_fails_on_a_tensor_no_state_holds():

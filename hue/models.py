@@ -87,9 +87,9 @@ def build(name: str, weights: str, seed: int = 0) -> tuple[nn.Module, str]:
 def read_state(path: Path) -> dict:
     """A torch.save file's contents on the CPU, memory-mapped when the file allows (no copy into RAM).
 
-    Reading a 45 MB resnet18 checkpoint took 45-185 ms, copied; mapped, 8-12 ms, and the layers
-    after the tapped node are never read (bench/RESULTS.md). Files of torch's legacy format
-    (not zip) cannot be mapped and are read whole.
+    Reading a 45 MB resnet18 checkpoint took 45-185 ms, copied; mapped, 8-12 ms (bench/RESULTS.md):
+    pages are read when a tensor is first used, and tensors never used are not read. Files of
+    torch's legacy format (not zip) cannot be mapped and are read whole.
     """
     import zipfile
 

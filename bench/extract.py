@@ -71,31 +71,58 @@ def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: 
 
 @contextlib.contextmanager
 def phase_timers():
-    """Time the stage's parts while the block runs: yields {part: [seconds, calls]} (decoding runs in its thread)."""
+    """Time the stage's parts while the block runs: yields {part: [seconds, calls]}.
+
+    "batch wait" is the main thread blocked on the decoded batches (input-bound if large). On
+    CUDA each main-thread part synchronises the device when it ends, so a part includes its
+    kernels, and the run loses the overlap of host and device work (profile, not throughput).
+    Decoding is timed in the decode thread only: extract.workers processes (CUDA) keep theirs.
+    """
+    import torch
+
     from hue import extract, shards, sources
 
-    parts = {"model build": (sources, "extractor"), "decode (thread)": (extract.ImageFiles, "__getitems__"),
-             "forward": (extract, "forward_batch"), "descriptors": (extract, "descriptors"),
-             "shard write": (shards.ShardWriter, "_flush")}
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    parts = {"model build": (sources, "extractor", sync), "decode (thread)": (extract.ImageFiles, "__getitems__", None),
+             "forward": (extract, "forward_batch", sync), "descriptors": (extract, "descriptors", sync),
+             "to host": (extract, "to_host", sync), "shard write": (shards.ShardWriter, "_flush", None),
+             "batch wait": (extract.Prefetch, "__iter__", "iter")}
     spent = collections.defaultdict(lambda: [0.0, 0])
 
-    def timed_call(name, fn):
+    def timed_call(name, fn, end):
         def call(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                end()
                 spent[name][0] += time.perf_counter() - start
                 spent[name][1] += 1
         return call
 
-    originals = {name: getattr(owner, attr) for name, (owner, attr) in parts.items()}
-    for name, (owner, attr) in parts.items():
-        setattr(owner, attr, timed_call(name, originals[name]))
+    def timed_iter(name, fn):
+        def call(*args, **kwargs):
+            items = fn(*args, **kwargs)
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    spent[name][0] += time.perf_counter() - start
+                    spent[name][1] += 1
+                yield item
+        return call
+
+    originals = {name: getattr(owner, attr) for name, (owner, attr, _) in parts.items()}
+    for name, (owner, attr, end) in parts.items():
+        fn = originals[name]
+        setattr(owner, attr, timed_iter(name, fn) if end == "iter" else timed_call(name, fn, end or (lambda: None)))
     try:
         yield spent
     finally:
-        for name, (owner, attr) in parts.items():
+        for name, (owner, attr, _) in parts.items():
             setattr(owner, attr, originals[name])
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from hue import images, models, shards
-from hue.tensors import IMAGENET_MEAN, IMAGENET_STD, normalise, resolve_precision
+from hue.tensors import IMAGENET_MEAN, IMAGENET_STD, exact_fp32, normalise, resolve_precision
 from hue.cli import progress
 from hue.config import ExtractParams
 from hue.errors import HueError
@@ -125,8 +125,11 @@ def decoded_batches(frame: pd.DataFrame, params: ExtractParams, size: tuple[int,
     """
     if workers is None:
         workers = params.workers if device.type == "cuda" else 0
+    # its own generator: a DataLoader pass draws its workers' base seed, from torch's global RNG by
+    # default, and this one starts in the prefetch thread while a random source's seeded init draws
     loader = DataLoader(ImageFiles(frame["path"].tolist(), size), batch_size=params.batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=as_batch)
+                        num_workers=workers, pin_memory=device.type == "cuda", collate_fn=as_batch,
+                        generator=torch.Generator())
     batch_bytes = params.batch_size * 3 * size[0] * size[1]
     return Prefetch(loader, max(2, PREFETCH_BYTES // batch_bytes))
 
@@ -185,9 +188,10 @@ def placed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 def forward_batch(model: torch.nn.Module, batch: torch.Tensor, device: torch.device,
                   dtype: torch.dtype) -> torch.Tensor:
-    """uint8 batch -> float32 bottleneck map on `device` (model from `placed`)."""
+    """uint8 batch -> float32 bottleneck map on `device` (model from `placed`); fp32 is fp32 on CUDA too (no TF32)."""
     x = normalise(batch.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    precision = exact_fp32() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+    with torch.no_grad(), precision:
         return model(x).float()
 
 

@@ -19,7 +19,7 @@ from hue import images, knn, models, search, shards
 from hue.images import capped, interactive_size
 from hue.cli import progress
 from hue.config import InteractiveParams
-from hue.tensors import normalise
+from hue.tensors import exact_fp32, normalise
 
 CONFIG_ROWS = (("orig_avg", "ORIG avg"), ("orig_max", "ORIG max"), ("next_p1", "next, p=1"), ("next_p2", "next, p=2"),
                ("last_p1", "last, p=1"), ("last_p2", "last, p=2"))
@@ -103,7 +103,7 @@ def batch_features(taps: Taps, batch: torch.Tensor, layers: tuple[str, ...], pla
                    device: torch.device = torch.device("cpu")) -> dict:
     """Every configuration's feature for one batch: {(config, layer): (B, C) float32}."""
     x = normalise(batch.to(device)).requires_grad_(True)  # the graph runs from the input: weights need no grad
-    with torch.enable_grad():
+    with torch.enable_grad(), exact_fp32():  # fp32 on CUDA too: TF32's 10-bit products would move the gradients
         out = taps(x)
         feats = {}
         for t in layers:

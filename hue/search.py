@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Union
 import numpy as np
 import torch
 
+from hue import tensors
 
 @dataclasses.dataclass(frozen=True)
 class FlatIndex:
@@ -469,18 +470,6 @@ def _torch_unkey(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scores, (_LOW32 - (keys & _LOW32)).masked_fill(empty, NO_ID)
 
 
-@contextlib.contextmanager
-def _full_precision_matmul():
-    """cuBLAS without TF32 and without reduced-precision reductions, restored after (no effect on the CPU)."""
-    m = torch.backends.cuda.matmul
-    saved = m.allow_tf32, m.allow_fp16_reduced_precision_reduction
-    m.allow_tf32, m.allow_fp16_reduced_precision_reduction = False, False
-    try:
-        yield
-    finally:
-        m.allow_tf32, m.allow_fp16_reduced_precision_reduction = saved
-
-
 def _lowered(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (N, D) float32 as fp16, with each row's norm bound max(||x||, ||x~||) (N,) and rounding ||x - x~|| (N,)."""
     low = x.to(_LOW)  # (N, D)
@@ -553,7 +542,7 @@ def _search_torch(queries: np.ndarray, memory: Memory, k: int, query_block: int,
         cols = torch.arange(len(rows), device=dev)
         for a in range(0, n_q, query_block):
             q, top = qs[a:a + query_block], best[a:a + query_block]  # (B, D), (B, k)
-            with _full_precision_matmul():
+            with tensors.exact_fp32():
                 if fp16:
                     keys = _shortlisted(q, tuple(t[a:a + query_block] for t in q_low), mem, m_low, msq, top, w0)
                 else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,8 +39,27 @@ def training_precision(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """fp32 products computed in fp32 on CUDA, restored after: no TF32 (10-bit mantissa) in cuBLAS or
+    cuDNN, no reduced-precision fp16 reductions. No effect on the CPU."""
+    m, c = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32
+    m.allow_tf32 = m.allow_fp16_reduced_precision_reduction = c.allow_tf32 = False
+    try:
+        yield
+    finally:
+        m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32 = saved
+
+
+@functools.cache
+def _imagenet_moments(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as (1, 3, 1, 1) on `device`, made once (on a GPU each copy waits for the queue)."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
 def normalise(batch: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) uint8 -> ImageNet-normalised float32."""
-    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+    mean, std = _imagenet_moments(batch.device)
     return (batch.float() / 255.0 - mean) / std

@@ -266,6 +266,8 @@ def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, los
     from hue.models import HueNet
 
     device = ctx.device
+    if device.type == "cuda":  # cuDNN: deterministic algorithms, none autotuned per run (reruns, resumes)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     dtype = training_precision(device)
     data = load_data(manifest_path, fold, params, device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes, loss.seed).to(device)  # (M, 2)

@@ -293,6 +293,18 @@ def test_decoded_batches_match_the_loader_with_worker_processes(tmp_path, tiny_m
     assert budget.queue.maxsize == extract.PREFETCH_BYTES // (3 * 3 * 16 * 16)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decoding_draws_nothing_from_the_global_rng(tiny_manifest, workers):
+    """The decode thread starts while a random source's seeded init draws from torch's global RNG."""
+    frame = shards.read_parquet(tiny_manifest)
+    params = config.build("extract", {"batch_size": 5, "workers": workers})
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    with extract.decoded_batches(frame, params, (16, 16), torch.device("cpu"), workers=workers) as batches:
+        assert len(list(batches)) == 3
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_an_image_gone_since_the_manifest_fails_the_stage_naming_it(in_tmp, tiny_manifest):
     """A decoding error raised in the prefetch thread reaches the stage as itself; nothing is written."""
     gone = Path(shards.read_parquet(tiny_manifest)["path"].iloc[7])

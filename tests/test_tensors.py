@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from hue import tensors
@@ -31,3 +32,16 @@ def test_training_is_bf16_on_cuda_only(monkeypatch):
     monkeypatch.setattr(tensors, "native_cpu_bf16", lambda: True)
     assert tensors.training_precision(torch.device("cpu")) == torch.float32
     assert tensors.training_precision(torch.device("cuda")) == torch.bfloat16
+
+
+def test_exact_fp32_turns_tf32_off_inside_and_restores_the_flags():
+    m, c = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32
+    try:
+        m.allow_tf32 = m.allow_fp16_reduced_precision_reduction = c.allow_tf32 = True  # what a user may have set
+        with pytest.raises(RuntimeError, match="inside"), tensors.exact_fp32():
+            assert not (m.allow_tf32 or m.allow_fp16_reduced_precision_reduction or c.allow_tf32)
+            raise RuntimeError("inside")
+        assert m.allow_tf32 and m.allow_fp16_reduced_precision_reduction and c.allow_tf32
+    finally:
+        m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32 = saved

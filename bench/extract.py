@@ -92,12 +92,11 @@ def phase_timers():
     def timed_call(name, fn, end):
         def call(*args, **kwargs):
             start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                end()
-                spent[name][0] += time.perf_counter() - start
-                spent[name][1] += 1
+            out = fn(*args, **kwargs)
+            end()
+            spent[name][0] += time.perf_counter() - start
+            spent[name][1] += 1
+            return out
         return call
 
     def timed_iter(name, fn):
@@ -109,9 +108,8 @@ def phase_timers():
                     item = next(items)
                 except StopIteration:
                     return
-                finally:
-                    spent[name][0] += time.perf_counter() - start
-                    spent[name][1] += 1
+                spent[name][0] += time.perf_counter() - start
+                spent[name][1] += 1
                 yield item
         return call
 

@@ -23,7 +23,7 @@ def main(dataset: str = "digits", backbone: str = "", repeats: int = 2) -> None:
     """Time both extractions side by side and print the ratio."""
     import torch
 
-    from hue import config, images, interactive, models, paths, shards
+    from hue import config, images, interactive, models, paths, shards, tensors
     from hue.tensors import normalise
 
     params = config.load("interactive")
@@ -43,7 +43,7 @@ def main(dataset: str = "digits", backbone: str = "", repeats: int = 2) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
 
     def plain():
-        with torch.no_grad():
+        with torch.no_grad(), tensors.exact_fp32():  # as interactive.batch_features runs
             for b in batches:
                 out = taps(normalise(b))
                 for t in layers:

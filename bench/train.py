@@ -29,7 +29,7 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
 
     from hue import cli, config, losses, paths, train
     from hue.models import HueNet
-    from hue.tensors import training_precision
+    from hue.tensors import deterministic_cudnn, training_precision
 
     if keep_heap:  # as the train stage runs
         cli.keep_freed_heap()
@@ -49,40 +49,43 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, torch threads "
           f"{torch.get_num_threads()}")
 
-    torch.manual_seed(0)
-    model = HueNet(arch, data.n_classes).to(device)
-    opt = torch.optim.Adam(model.parameters())
-    train.train_epoch(model, opt, data, labels_2d, loss, params, 0, device, dtype)  # warm-up
-    loop = [train.train_epoch(model, opt, data, labels_2d, loss, params, e, device, dtype)["images_per_second"]
-            for e in range(1, epochs + 1)]
+    with deterministic_cudnn():  # as the train stage runs
+        torch.manual_seed(0)
+        model = HueNet(arch, data.n_classes).to(device)
+        if device.type == "cuda":  # as the train stage places it
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters())
+        train.train_epoch(model, opt, data, labels_2d, loss, params, 0, device, dtype)  # warm-up
+        loop = [train.train_epoch(model, opt, data, labels_2d, loss, params, e, device, dtype)["images_per_second"]
+                for e in range(1, epochs + 1)]
 
-    torch.manual_seed(0)
-    model = HueNet(arch, data.n_classes).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters())
-    x = torch.randn(params.batch_size, 3, params.image_size, params.image_size, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, data.n_classes, (params.batch_size,), device=device)
-    scale = loss.scale(data.n_classes)
-
-    def step():
-        train.train_step(model, opt, x, y, labels_2d, loss, scale, device, dtype)  # the loop's own step
-
-    model.train()
-    for _ in range(3):
-        step()
-    bare = []
-    for _ in range(epochs):
+        torch.manual_seed(0)
+        model = HueNet(arch, data.n_classes).to(device)
         if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(n // params.batch_size):
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters())
+        x = torch.randn(params.batch_size, 3, params.image_size, params.image_size, device=device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, data.n_classes, (params.batch_size,), device=device)
+        scale = loss.scale(data.n_classes)
+
+        def step():
+            train.train_step(model, opt, x, y, labels_2d, loss, scale, device, dtype)  # the loop's own step
+
+        model.train()
+        for _ in range(3):
             step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        bare.append(n / (time.perf_counter() - start))
+        bare = []
+        for _ in range(epochs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(n // params.batch_size):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            bare.append(n / (time.perf_counter() - start))
     loop_rate, bare_rate = max(loop), max(bare)
     print(f"training loop       {loop_rate:9.1f} img/s (best of {epochs} epochs)")
     print(f"bare fwd+bwd+step   {bare_rate:9.1f} img/s (preloaded tensors)")

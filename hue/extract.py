@@ -190,8 +190,7 @@ def forward_batch(model: torch.nn.Module, batch: torch.Tensor, device: torch.dev
                   dtype: torch.dtype) -> torch.Tensor:
     """uint8 batch -> float32 bottleneck map on `device` (model from `placed`); fp32 is fp32 on CUDA too (no TF32)."""
     x = normalise(batch.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-    precision = exact_fp32() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
-    with torch.no_grad(), precision:
+    with torch.no_grad(), exact_fp32(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         return model(x).float()
 
 

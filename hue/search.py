@@ -31,6 +31,7 @@ import torch
 
 from hue import tensors
 
+
 @dataclasses.dataclass(frozen=True)
 class FlatIndex:
     """Memory rows held in RAM with their squared norms, computed once (as faiss's IndexFlatL2 caches them).

@@ -1,4 +1,4 @@
-"""Device-side helpers shared by extraction and training: precision and input normalisation."""
+"""Device-side helpers shared by the stages: precision, exact fp32 and cuDNN settings, input normalisation."""
 
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ def training_precision(device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def exact_fp32():
-    """fp32 products computed in fp32 on CUDA, restored after: no TF32 (10-bit mantissa) in cuBLAS or
-    cuDNN, no reduced-precision fp16 reductions. No effect on the CPU."""
+    """fp32 products in fp32 on CUDA (no TF32, no reduced fp16 reductions) inside; process-wide flags.
+
+    The flags are restored on exit, so nesting is safe; threads share them. No effect on the CPU.
+    """
     m, c = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32
     m.allow_tf32 = m.allow_fp16_reduced_precision_reduction = c.allow_tf32 = False
@@ -50,6 +52,18 @@ def exact_fp32():
         yield
     finally:
         m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def deterministic_cudnn():
+    """cuDNN's deterministic algorithms, none autotuned, inside (reruns and resumes); restored on exit."""
+    c = torch.backends.cudnn
+    saved = c.deterministic, c.benchmark
+    c.deterministic, c.benchmark = True, False
+    try:
+        yield
+    finally:
+        c.deterministic, c.benchmark = saved
 
 
 @functools.cache

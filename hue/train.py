@@ -26,7 +26,7 @@ from hue import distributed, images, losses, paths, shards
 from hue.cli import progress
 from hue.config import LossParams, TrainParams, as_dict
 from hue.errors import HueError
-from hue.tensors import normalise, training_precision
+from hue.tensors import deterministic_cudnn, normalise, training_precision
 
 ONEHOT = LossParams(hue_weight=0.0)  # what a one-hot run uses: it reads no loss.* param
 CODE = ("train.py", "losses.py", "models.py", "distributed.py")  # a change here invalidates resume states
@@ -255,7 +255,9 @@ def run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss
     """The train stage: train (or resume) one run, then write its model, log and numbers (rank 0)."""
     ctx = distributed.setup()
     try:
-        return _run(dataset, arch, fold, kind, params, ONEHOT if kind == "onehot" else loss, manifest_path, out, ctx)
+        with deterministic_cudnn():  # reruns and resumes on a GPU pick the same convolution algorithms
+            return _run(dataset, arch, fold, kind, params, ONEHOT if kind == "onehot" else loss, manifest_path, out,
+                        ctx)
     finally:
         distributed.teardown(ctx)
 
@@ -266,8 +268,6 @@ def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, los
     from hue.models import HueNet
 
     device = ctx.device
-    if device.type == "cuda":  # cuDNN: deterministic algorithms, none autotuned per run (reruns, resumes)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     dtype = training_precision(device)
     data = load_data(manifest_path, fold, params, device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes, loss.seed).to(device)  # (M, 2)

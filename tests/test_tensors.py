@@ -45,3 +45,16 @@ def test_exact_fp32_turns_tf32_off_inside_and_restores_the_flags():
         assert m.allow_tf32 and m.allow_fp16_reduced_precision_reduction and c.allow_tf32
     finally:
         m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32 = saved
+
+
+def test_deterministic_cudnn_inside_and_the_flags_restored_after():
+    c = torch.backends.cudnn
+    saved = c.deterministic, c.benchmark
+    try:
+        c.deterministic, c.benchmark = False, True  # what a user may have set
+        with pytest.raises(RuntimeError, match="inside"), tensors.deterministic_cudnn():
+            assert c.deterministic and not c.benchmark
+            raise RuntimeError("inside")
+        assert not c.deterministic and c.benchmark
+    finally:
+        c.deterministic, c.benchmark = saved

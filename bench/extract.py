@@ -82,14 +82,10 @@ def phase_timers():
 
     from hue import extract, shards, sources
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    parts = {"model build": (sources, "extractor", sync), "decode (thread)": (extract.ImageFiles, "__getitems__", None),
-             "forward": (extract, "forward_batch", sync), "descriptors": (extract, "descriptors", sync),
-             "to host": (extract, "to_host", sync), "shard write": (shards.ShardWriter, "_flush", None),
-             "batch wait": (extract.Prefetch, "__iter__", "iter")}
     spent = collections.defaultdict(lambda: [0.0, 0])
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
-    def timed_call(name, fn, end):
+    def timed_call(name, fn, end=lambda: None):
         def call(*args, **kwargs):
             start = time.perf_counter()
             out = fn(*args, **kwargs)
@@ -98,6 +94,9 @@ def phase_timers():
             spent[name][1] += 1
             return out
         return call
+
+    def synced_call(name, fn):
+        return timed_call(name, fn, sync)
 
     def timed_iter(name, fn):
         def call(*args, **kwargs):
@@ -113,10 +112,14 @@ def phase_timers():
                 yield item
         return call
 
+    parts = {"model build": (sources, "extractor", synced_call),
+             "decode (thread)": (extract.ImageFiles, "__getitems__", timed_call),
+             "forward": (extract, "forward_batch", synced_call), "descriptors": (extract, "descriptors", synced_call),
+             "to host": (extract, "to_host", synced_call), "shard write": (shards.ShardWriter, "_flush", timed_call),
+             "batch wait": (extract.Prefetch, "__iter__", timed_iter)}
     originals = {name: getattr(owner, attr) for name, (owner, attr, _) in parts.items()}
-    for name, (owner, attr, end) in parts.items():
-        fn = originals[name]
-        setattr(owner, attr, timed_iter(name, fn) if end == "iter" else timed_call(name, fn, end or (lambda: None)))
+    for name, (owner, attr, timer) in parts.items():
+        setattr(owner, attr, timer(name, originals[name]))
     try:
         yield spent
     finally:

@@ -40,30 +40,29 @@ def training_precision(device: torch.device) -> torch.dtype:
 
 
 @contextlib.contextmanager
-def exact_fp32():
-    """fp32 products in fp32 on CUDA (no TF32, no reduced fp16 reductions) inside; process-wide flags.
-
-    The flags are restored on exit, so nesting is safe; threads share them. No effect on the CPU.
-    """
-    m, c = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32
-    m.allow_tf32 = m.allow_fp16_reduced_precision_reduction = c.allow_tf32 = False
+def _backend_flags(owner, **values: bool):
+    """Set process-wide backend flags of `owner` inside; restored on exit, so nesting is safe (threads share them)."""
+    saved = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        m.allow_tf32, m.allow_fp16_reduced_precision_reduction, c.allow_tf32 = saved
+        for name, value in saved.items():
+            setattr(owner, name, value)
 
 
 @contextlib.contextmanager
+def exact_fp32():
+    """fp32 products in fp32 on CUDA inside: no TF32 in cuBLAS or cuDNN, no reduced fp16 reductions (CPU: no effect)."""
+    with _backend_flags(torch.backends.cuda.matmul, allow_tf32=False, allow_fp16_reduced_precision_reduction=False), \
+            _backend_flags(torch.backends.cudnn, allow_tf32=False):
+        yield
+
+
 def deterministic_cudnn():
     """cuDNN's deterministic algorithms, none autotuned, inside (reruns and resumes); restored on exit."""
-    c = torch.backends.cudnn
-    saved = c.deterministic, c.benchmark
-    c.deterministic, c.benchmark = True, False
-    try:
-        yield
-    finally:
-        c.deterministic, c.benchmark = saved
+    return _backend_flags(torch.backends.cudnn, deterministic=True, benchmark=False)
 
 
 @functools.cache

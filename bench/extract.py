@@ -3,6 +3,7 @@
     python bench/extract.py                                   # digits, resnet18, params.yaml sizes
     python bench/extract.py --weights file                    # weights read from a file (pretrained's path)
     python bench/extract.py --phases                          # also where the stage's time goes, per run
+    python bench/extract.py --decode-nice 19                  # the decode thread only where a core is idle
     python bench/extract.py --thingsvision-python /tmp/tvenv/bin/python
 
 The stage number is end to end (model build, decode, resize, forward, descriptors, shards,
@@ -22,6 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +129,19 @@ def phase_timers():
             setattr(owner, attr, originals[name])
 
 
+def niced_decode_thread(nice: int) -> None:
+    """Run every later stage's decode thread at `nice` (it then decodes where a core is idle)."""
+    from hue import extract
+
+    fill = extract.Prefetch._fill
+
+    def niced(self, batches):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        return fill(self, batches)
+
+    extract.Prefetch._fill = niced
+
+
 @app.command()
 def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, repeats: int = 3,
          tile: int = typer.Option(1, help="repeat the manifest's images this many times (amortises start-up)"),
@@ -137,6 +152,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
          weights: str = typer.Option("random", help="random: seeded init inside the stage; file: the same weights "
                                      "from a state-dict file, loaded as imagenet or weight_files weights are"),
          phases: bool = typer.Option(False, help="also print where each stage run's time went (timers around its parts)"),
+         decode_nice: int = typer.Option(0, help="nice value of the stage's decode thread (Linux; 0: as the stage runs)"),
          thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
     """Run the three extractions side by side and print the ratios."""
     import torch
@@ -175,6 +191,8 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
           f"precision {params.precision} ({resolved}), workers {params.workers}, heap {heap}, weights {weights}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda {torch.cuda.is_available()}")
+    if decode_nice:
+        niced_decode_thread(decode_nice)
     ratios = []
     for r in range(repeats):  # interleaved, so drift of the machine hits both sides alike
         with tempfile.TemporaryDirectory() as tmp:

@@ -56,7 +56,8 @@ class FlatIndex:
 Memory = Union[np.ndarray, FlatIndex, Iterable[tuple[int, np.ndarray]]]
 
 CPU_WINDOW = 2048  # memory rows per CPU product (AMD EPYC: 1024-4096 within 5%, 2048 fastest; Intel: 4096 within 2%)
-GPU_WINDOW = 65536  # on a GPU, larger products keep it busy
+GPU_WINDOW = 65536  # memory rows per product on the torch path at most: on a GPU, large products keep it busy
+GPU_WINDOW_BYTES = 128 << 20  # and at most this much float32 memory per window (65,536 rows at 512 dims)
 NO_ID = -1  # id of a missing neighbour (fewer than k memory rows); its distance is inf
 CHUNK = 16  # memory rows per chunk maximum in the top-k pass
 RING = 3  # scan buffers: workers run on two while the main thread fills the third
@@ -96,11 +97,21 @@ def exact_search(queries: np.ndarray, memory: Memory, k: int, query_block: int =
     queries = np.ascontiguousarray(queries, dtype=np.float32)  # (Q, D)
     if len(queries) == 0:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    window = memory_block or (CPU_WINDOW if dev.type == "cpu" and not shortlist else GPU_WINDOW)
+    window = memory_block or (CPU_WINDOW if dev.type == "cpu" and not shortlist else gpu_window(queries.shape[1]))
     memory, norms = (memory.rows, memory.sq) if isinstance(memory, FlatIndex) else (memory, None)
     if dev.type != "cpu" or shortlist:
         return _search_torch(queries, memory, k, query_block, window, dev, shortlist, norms)
     return _search_cpu(queries, memory, k, query_block, window, threads or _cpu_count(), norms)
+
+
+def gpu_window(d: int) -> int:
+    """Memory rows per product on the torch path: GPU_WINDOW, fewer above 512 dims (a multiple of 1,024).
+
+    Sized in bytes too, so that a window's host buffer and its device copies (fp32 rows, their fp16
+    halves, the (query_block, W) scores and keys) stay bounded at any dimension: at 6,400 dims
+    (flat descriptors) 65,536 rows were 1.7 GB of host buffer and ~6 GB on the device per window.
+    """
+    return max(1024, min(GPU_WINDOW, GPU_WINDOW_BYTES // (4 * d)) // 1024 * 1024)
 
 
 def _cpu_count() -> int:

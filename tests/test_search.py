@@ -281,6 +281,28 @@ def test_error_bound_holds_for_fp16_products(dim, fp16_exact):
     assert (ql[2] == 0).all() == fp16_exact  # fp16 rows convert exactly: no input term
 
 
+def test_gpu_window_is_bounded_in_bytes_at_every_dimension():
+    assert search.gpu_window(64) == search.gpu_window(512) == search.GPU_WINDOW == 65536  # rows cap below 512
+    assert [search.gpu_window(d) for d in (1920, 6400, 10**6)] == [17408, 5120, 1024]
+    for d in (8, 512, 777, 1920, 6400, 40000):
+        w = search.gpu_window(d)
+        assert w % 1024 == 0 and w * d * 4 <= max(search.GPU_WINDOW_BYTES, 1024 * d * 4)
+
+
+def test_default_torch_window_follows_the_dimension(monkeypatch):
+    # a byte budget of 1,024 rows at 64 dims: the 3,000-row memory is searched in three windows
+    monkeypatch.setattr(search, "GPU_WINDOW_BYTES", 1024 * 64 * 4)
+    seen = []
+    windows = search._windows
+    monkeypatch.setattr(search, "_windows", lambda memory, size: (seen.append(size), windows(memory, size))[1])
+    memory, queries = near_tied(3000, 64, seed=4), near_tied(20, 64, seed=5)
+    dist, idx = search.exact_search(queries, memory, 10, device="cpu", shortlist=True)
+    assert seen == [1024]
+    want_dist, want_idx = brute_force(queries, memory, 10)
+    np.testing.assert_allclose(fp64_kth(queries, memory, idx) ** 2, want_dist ** 2, atol=1e-6)
+    np.testing.assert_allclose(dist, want_dist, atol=1e-5)
+
+
 def test_vectors_outside_fp16_range_take_fp32_products():
     memory, queries = near_tied(300, 16, seed=2) * 3e4, near_tied(10, 16, seed=3) * 3e4  # fp16 would overflow
     assert not search._fp16_safe(3e4, 3e4)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hue import config, datasets, manifest, shards, train
+from hue import config, datasets, losses, manifest, models, shards, train
 from tests.conftest import interrupt_on_call, make_image
 
 TINY = config.build("train", {"epochs": 2, "batch_size": 8, "image_size": 16, "val_fraction": 0.25})
@@ -123,3 +123,44 @@ def test_divergence_stops_with_a_clear_message(tiny, monkeypatch):
     monkeypatch.setattr(losses, "hue_loss", lambda *a: torch.tensor(float("nan"), device=a[0].device))
     with pytest.raises(train.TrainError, match="loss is not finite at epoch 1, batch 0 .*hue=nan.*lower train.lr"):
         train.run("t", "resnet18", 0, "hue", TINY, HUE, tiny / "m.parquet", outputs(tiny))
+
+
+# Backward ops of the training graph whose CUDA kernels PyTorch does not list as nondeterministic
+# (torch.use_deterministic_algorithms' docs, torch 2.14), convolutions given cuDNN's deterministic
+# algorithms (train.run sets them). The global average pooling of the ResNets and EfficientNet
+# (AdaptiveAvgPool2d to 1x1) runs as a mean, so no AdaptiveAvgPool2DBackward0, which is listed.
+# A new architecture or loss op that adds a node here must be checked against that list first.
+VETTED_BACKWARD = {
+    "AccumulateGrad", "AddBackward0", "AddmmBackward0", "AsStridedBackward0", "AsStridedBackward1",
+    "AvgPool2DBackward0", "CatBackward0", "ClampMinBackward0", "ConvolutionBackward0", "CopySlices", "DivBackward0",
+    "LogSoftmaxBackward0", "MaxPool2DWithIndicesBackward0", "MeanBackward0", "MeanBackward1", "MulBackward0",
+    "NativeBatchNormBackward0", "NegBackward0", "NllLossBackward0", "PowBackward0", "ReluBackward0",
+    "SigmoidBackward0", "SiluBackward0", "SqrtBackward0", "SubBackward0", "SumBackward1", "TBackward0",
+    "ToCopyBackward0", "UnsqueezeBackward0", "ViewBackward0",
+}
+
+
+def backward_ops(root) -> set[str]:
+    """Names of every autograd node reachable from `root` (a grad_fn)."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack += [n for n, _ in node.next_functions]
+    return {type(n).__name__ for n in seen}
+
+
+@pytest.mark.parametrize("arch", sorted(models.TRAINABLE))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_graph_uses_only_vetted_backward_ops(arch, dtype):
+    torch.manual_seed(0)
+    net = models.HueNet(arch, 10)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S) as on a GPU
+    y, labels = torch.tensor([0, 1, 2, 3]), losses.angular_labels("circle", 10)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        logits, theta, _ = net(x)
+    ops = set()
+    for form in losses.FORMS:
+        ops |= backward_ops(losses.combined(logits.float(), theta.float(), y, labels, 1.0, form, 20.0).total.grad_fn)
+    assert "MeanBackward1" in ops and ops <= VETTED_BACKWARD, sorted(ops - VETTED_BACKWARD)

@@ -128,7 +128,8 @@ def test_divergence_stops_with_a_clear_message(tiny, monkeypatch):
 # Backward ops of the training graph whose CUDA kernels PyTorch does not list as nondeterministic
 # (torch.use_deterministic_algorithms' docs, torch 2.14), convolutions given cuDNN's deterministic
 # algorithms (train.run sets them). The global average pooling of the ResNets and EfficientNet
-# (AdaptiveAvgPool2d to 1x1) runs as a mean, so no AdaptiveAvgPool2DBackward0, which is listed.
+# (AdaptiveAvgPool2d to 1x1) runs as a mean, so no AdaptiveAvgPool2DBackward0, which is listed;
+# NLLLoss is listed for its per-pixel form (ATen alerts in nll_loss2d only), NllLossBackward0 is per image.
 # A new architecture or loss op that adds a node here must be checked against that list first.
 VETTED_BACKWARD = {
     "AccumulateGrad", "AddBackward0", "AddmmBackward0", "AsStridedBackward0", "AsStridedBackward1",

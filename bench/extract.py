@@ -2,6 +2,7 @@
 
     python bench/extract.py                                   # digits, resnet18, params.yaml sizes
     python bench/extract.py --weights file                    # weights read from a file (pretrained's path)
+    python bench/extract.py --weights hue                     # the default pipeline's extract: 5 fold models per batch
     python bench/extract.py --phases                          # also where the stage's time goes, per run
     python bench/extract.py --decode-nice 19                  # the decode thread only where a core is idle
     python bench/extract.py --thingsvision-python /tmp/tvenv/bin/python
@@ -49,26 +50,26 @@ print(json.dumps({"images": len(feats), "seconds": dt, "shape": list(feats.shape
 """
 
 
-def bare_forward(backbone: str, paths: list[str], size: tuple[int, int], batch: int, precision: str, weights: str,
-                 layer: str | None) -> float:
-    """Images/s of the model alone on preloaded uint8 tensors (normalisation included)."""
+def bare_forward(nets: list, paths: list[str], size: tuple[int, int], batch: int, precision: str) -> float:
+    """Images/s of the models alone on preloaded uint8 tensors (normalisation included), each image through each."""
     import torch
 
-    from hue import extract, models, tensors
+    from hue import extract, tensors
 
-    model, _ = models.bottleneck(backbone, weights, node=layer)
     files = extract.ImageFiles(paths, size)
     preloaded = torch.stack([files[i] for i in range(len(files))])  # (N, 3, S, S) uint8
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = tensors.resolve_precision(precision, device)
-    model = extract.placed(model, device)
-    extract.forward_batch(model, preloaded[:batch], device, dtype)  # warm-up
+    nets = [extract.placed(net, device) for net in nets]
+    for net in nets:
+        extract.forward_batch(net, preloaded[:batch], device, dtype)  # warm-up
     start = time.perf_counter()
     for i in range(0, len(preloaded), batch):
-        extract.forward_batch(model, preloaded[i:i + batch], device, dtype)
+        for net in nets:  # as the stage runs a trained source: every fold's model on each batch
+            extract.forward_batch(net, preloaded[i:i + batch], device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return len(preloaded) / (time.perf_counter() - start)
+    return len(preloaded) * len(nets) / (time.perf_counter() - start)
 
 
 @contextlib.contextmanager
@@ -117,7 +118,7 @@ def phase_timers():
     parts = {"model build": (sources, "extractor", synced_call),
              "decode (thread)": (extract.ImageFiles, "__getitems__", timed_call),
              "forward": (extract, "forward_batch", synced_call), "descriptors": (extract, "descriptors", synced_call),
-             "to host": (extract, "to_host", synced_call), "shard write": (shards.ShardWriter, "_flush", timed_call),
+             "to host": (extract, "to_host", synced_call), "shard write": (shards.ShardWriter, "add", timed_call),
              "batch wait": (extract.Prefetch, "__iter__", timed_iter)}
     originals = {name: getattr(owner, attr) for name, (owner, attr, _) in parts.items()}
     for name, (owner, attr, timer) in parts.items():
@@ -150,14 +151,16 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
          precision: str = typer.Option("", help="override extract.precision: auto, fp32 or bf16 ('': params.yaml)"),
          keep_heap: bool = typer.Option(True, help="glibc heap policy of every stage (hue.cli.keep_freed_heap)"),
          weights: str = typer.Option("random", help="random: seeded init inside the stage; file: the same weights "
-                                     "from a state-dict file, loaded as imagenet or weight_files weights are"),
+                                     "from a state-dict file, loaded as imagenet or weight_files weights are; "
+                                     "onehot / hue: the pipeline's trained checkpoints (after dvc repro), one "
+                                     "model per run fold on every batch, as the default extract stages run"),
          phases: bool = typer.Option(False, help="also print where each stage run's time went (timers around its parts)"),
          decode_nice: int = typer.Option(0, help="nice value of the stage's decode thread (Linux; 0: as the stage runs)"),
          thingsvision_python: str = typer.Option("", help="interpreter of a venv with thingsvision")) -> None:
     """Run the three extractions side by side and print the ratios."""
     import torch
 
-    from hue import cli, config, extract, models, paths, shards, tensors
+    from hue import cli, config, extract, models, paths, shards, sources, tensors
 
     heap = "kept (as every stage)" if keep_heap and cli.keep_freed_heap() else "glibc default"
     import torchvision.models  # noqa: F401  one-time import cost (~3 s here) is start-up, not throughput
@@ -177,15 +180,26 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
 
         frame = pd.concat([frame] * tile, ignore_index=True)
     size = extract.input_size(frame, params, models.get(backbone).input_size)  # (W, H)
-    if weights not in ("random", "file"):
-        raise typer.BadParameter(f"--weights is random or file, not {weights!r}")
+    if weights not in ("random", "file", *sources.TRAINED):
+        raise typer.BadParameter(f"--weights is random, file, onehot or hue, not {weights!r}")
     files = tempfile.TemporaryDirectory()
-    source, bare_weights = f"{backbone}-random", "random"
+    source, folds, model_dir = f"{backbone}-random", (), Path(files.name) / "models"
+    make_bare = lambda: [models.bottleneck(backbone, "random", params.seed, params.layer)[0]]  # noqa: E731
     if weights == "file":  # the seeded init, saved: loading it skips the init (hue.models.loaded)
-        bare_weights = str(Path(files.name) / "weights.pt")
-        torch.save(models.build(backbone, "random", params.seed)[0].state_dict(), bare_weights)
-        params = dataclasses.replace(params, weight_files={"bench": bare_weights})
+        saved = str(Path(files.name) / "weights.pt")
+        torch.save(models.build(backbone, "random", params.seed)[0].state_dict(), saved)
+        params = dataclasses.replace(params, weight_files={"bench": saved})
         source = f"{backbone}-bench"
+        make_bare = lambda: [models.bottleneck(backbone, saved, node=params.layer)[0]]  # noqa: E731
+    if weights in sources.TRAINED:  # the pipeline's own checkpoints, as the default extract stages run them
+        source, folds = f"{backbone}-{weights}", config.load("data").run_folds
+        model_dir = paths.model_dir(dataset, source)
+        missing = [str(sources.checkpoint(model_dir, f)) for f in folds if not sources.checkpoint(model_dir, f).is_file()]
+        if missing:
+            raise typer.BadParameter(f"--weights {weights} reads the pipeline's checkpoints; missing {missing[0]}: "
+                                     "run `dvc repro` first")
+        make_bare = lambda: [models.trained_bottleneck(sources.checkpoint(model_dir, f), backbone,  # noqa: E731
+                                                       params.layer)[0] for f in folds]
     resolved = tensors.resolve_precision(params.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
           f"precision {params.precision} ({resolved}), workers {params.workers}, heap {heap}, weights {weights}")
@@ -199,18 +213,17 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
             shards.write_parquet(Path(tmp) / "m.parquet", frame)
             with phase_timers() if phases else contextlib.nullcontext({}) as spent:
                 start = time.perf_counter()
-                extract.run(dataset, source, params, (), Path(tmp) / "m.parquet", Path(tmp) / "models",
+                extract.run(dataset, source, params, folds, Path(tmp) / "m.parquet", model_dir,
                             Path(tmp) / "out", Path(tmp) / "timings.json")
                 seconds = time.perf_counter() - start
-            stage = len(frame) / seconds
-        bare = bare_forward(backbone, frame["path"].tolist(), size, params.batch_size, params.precision, bare_weights,
-                            params.layer)
+            stage = len(frame) * max(1, len(folds)) / seconds
+        bare = bare_forward(make_bare(), frame["path"].tolist(), size, params.batch_size, params.precision)
         ratios.append(stage / bare)
         print(f"run {r}: extract stage {stage:7.1f} img/s, bare forward {bare:7.1f} img/s, "
               f"ratio stage / bare {stage / bare:.2f}")
         if spent:
             print(f"  stage {seconds:.3f} s: " + ", ".join(f"{name} {t:.3f} s / {n}" for name, (t, n) in spent.items())
-                  + f"; bare forward of the same images {len(frame) / bare:.3f} s")
+                  + f"; bare forward of the same images {len(frame) * max(1, len(folds)) / bare:.3f} s")
     print(f"ratio stage / bare over {repeats} runs: min {min(ratios):.2f}, max {max(ratios):.2f} (target >= 0.9)")
     if thingsvision_python:
         root = Path(frame["path"].iloc[0]).parents[1]

@@ -216,7 +216,7 @@ def write_stores(frame: pd.DataFrame, batches, nets: dict, params: ExtractParams
 
     Images are decoded once per batch however many models there are (a trained source has one per
     fold); memory is the decoded batches `batches` holds (decoded_batches: PREFETCH_BYTES) plus
-    one shard buffer per model.
+    one batch's descriptors: shards stream to disk as batches arrive (shards.ShardWriter).
     """
     dtype, store = resolve_precision(params.precision, device), getattr(torch, params.dtype)
     nets = {key: placed(net, device) for key, net in nets.items()}

@@ -96,40 +96,83 @@ import numpy as np  # noqa: E402
 IMAGE_LEVEL = ("gap", "gmp")
 
 
+class NpyStream:
+    """One .npy file written block by block, nothing buffered; its header takes the row count on close.
+
+    numpy pads every header so that the first axis can grow to 21 digits in place, so the final
+    header is as long as the first one and the file is, byte for byte, what np.save writes.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
+        self.dtype, self.row_shape, self.rows = np.dtype(dtype), tuple(row_shape), 0
+        self.file = open(path, "wb")
+        self.start = self._header()  # bytes before the data
+
+    def _header(self) -> int:
+        """(Re)write the header for the rows written so far at the file's start; its length."""
+        self.file.seek(0)
+        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                        "fortran_order": False, "shape": (self.rows, *self.row_shape)})
+        return self.file.tell()
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows (n, *row_shape), cast to the file's dtype."""
+        if block.shape[1:] != self.row_shape:
+            raise ValueError(f"rows of shape {self.row_shape} expected; got a block of {block.shape}")
+        if len(block):
+            self.file.write(memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B"))
+            self.rows += len(block)
+
+    def close(self) -> None:
+        """Write the final header and close."""
+        self.file.seek(0, 2)
+        if self._header() != self.start:
+            raise RuntimeError(f"{self.file.name}: the .npy header changed length ({self.rows} rows)")
+        self.file.close()
+
+
 class ShardWriter:
-    """Accumulates per-batch descriptors and writes whole-image shards; memory stays bounded."""
+    """Streams per-batch descriptors into whole-image .npy shards: memory is the batch being written."""
 
     def __init__(self, folder: Path, dtype: str, images_per_shard: int):
         self.folder, self.dtype, self.images_per_shard = Path(folder), np.dtype(dtype), images_per_shard
-        self.buffer: dict[str, list[np.ndarray]] = {"pixel": [], "gap": [], "gmp": [], "energy": []}
-        self.n_buffered = 0
+        self.files: dict[str, NpyStream] = {}  # the open shard's files, by descriptor
+        self.n_open = 0  # images in the open shard
         self.n_shards = 0
 
     def add(self, pixel: np.ndarray, gap: np.ndarray, gmp: np.ndarray, energy: np.ndarray) -> None:
-        """Add a batch: pixel (B, P, C), gap/gmp (B, C), energy (B, H, W)."""
-        for key, value in (("pixel", pixel), ("gap", gap), ("gmp", gmp), ("energy", energy)):
-            self.buffer[key].append(value)
-        self.n_buffered += len(pixel)
-        while self.n_buffered >= self.images_per_shard:
-            self._flush(self.images_per_shard)
+        """Add a batch: pixel (B, P, C), gap/gmp (B, C), energy (B, H, W); a shard closes when full."""
+        batch = {"pixel": pixel, "gap": gap, "gmp": gmp, "energy": energy}
+        done = 0
+        while done < len(pixel):
+            if not self.files:
+                self._open(batch)
+            n = min(len(pixel) - done, self.images_per_shard - self.n_open)
+            for key, value in batch.items():
+                part = value[done:done + n]
+                self.files[key].write(part.reshape(-1, part.shape[-1]) if key == "pixel" else part)  # pixel (n * P, C)
+            done, self.n_open = done + n, self.n_open + n
+            if self.n_open == self.images_per_shard:
+                self._close_shard()
 
     def close(self) -> int:
-        """Write what is left; return the number of shards."""
-        if self.n_buffered:
-            self._flush(self.n_buffered)
+        """Close the last shard; return the number of shards."""
+        if self.files:
+            self._close_shard()
         return self.n_shards
 
-    def _flush(self, n: int) -> None:
-        """Write the first n buffered images as one shard."""
-        for key, parts in self.buffer.items():
-            arr = np.concatenate(parts)
-            head, rest = arr[:n], arr[n:]
-            self.buffer[key] = [rest] if len(rest) else []
-            if key == "pixel":
-                head = head.reshape(-1, head.shape[-1])  # (n * P, C)
+    def _open(self, batch: dict[str, np.ndarray]) -> None:
+        """Start the next shard's files, shaped like `batch`'s rows."""
+        for key, value in batch.items():
+            rows = value.shape[-1:] if key == "pixel" else value.shape[1:]
             dtype = np.float32 if key == "energy" else self.dtype
-            np.save(self.folder / f"{key}-{self.n_shards:05d}.npy", head.astype(dtype, copy=False))
-        self.n_buffered -= n
+            self.files[key] = NpyStream(self.folder / f"{key}-{self.n_shards:05d}.npy", dtype, rows)
+
+    def _close_shard(self) -> None:
+        """Finish the open shard."""
+        for stream in self.files.values():
+            stream.close()
+        self.files, self.n_open = {}, 0
         self.n_shards += 1
 
 

@@ -232,7 +232,7 @@ def test_extract_peak_rss_does_not_grow_with_the_dataset(tmp_path):
     small, large = peaks[50], peaks[1000]
     assert large["shards"] > 30 and large["store_mb"] > 30  # the large store is many shards, tens of MB
     # streaming: the 20x larger dataset costs less than a third of its store in extra peak RSS
-    # (the bound is the decode-ahead budget plus one shard buffer per model, whatever the dataset)
+    # (the bound is the decode-ahead budget plus one batch's descriptors, whatever the dataset)
     assert large["rss_mb"] - small["rss_mb"] < large["store_mb"] / 3, peaks
 
 

@@ -192,6 +192,9 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
         source = f"{backbone}-bench"
         make_bare = lambda: [models.bottleneck(backbone, saved, node=params.layer)[0]]  # noqa: E731
     if weights in sources.TRAINED:  # the pipeline's own checkpoints, as the default extract stages run them
+        if images:
+            raise typer.BadParameter("--images cuts the manifest, which the trained checkpoints' held-out "
+                                     "images index whole; leave it out with --weights onehot or hue")
         source, folds = f"{backbone}-{weights}", config.load("data").run_folds
         model_dir = paths.model_dir(dataset, source)
         missing = [str(sources.checkpoint(model_dir, f)) for f in folds if not sources.checkpoint(model_dir, f).is_file()]

@@ -108,8 +108,9 @@ def gpu_window(d: int) -> int:
     """Memory rows per product on the torch path: GPU_WINDOW, fewer above 512 dims (a multiple of 1,024).
 
     Sized in bytes too, so that a window's host buffer and its device copies (fp32 rows, their fp16
-    halves, the (query_block, W) scores and keys) stay bounded at any dimension: at 6,400 dims
-    (flat descriptors) 65,536 rows were 1.7 GB of host buffer and ~6 GB on the device per window.
+    halves, the (query_block, W) scores and keys) stay bounded: at 6,400 dims (flat descriptors)
+    65,536 rows were 1.7 GB of host buffer and ~6 GB on the device per window. At least 1,024
+    rows, so the 128 MiB holds up to 32,768 dims (a 7 x 7 x 2,048 flat descriptor: 411 MB).
     """
     return max(1024, min(GPU_WINDOW, GPU_WINDOW_BYTES // (4 * d)) // 1024 * 1024)
 

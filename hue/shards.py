@@ -100,11 +100,12 @@ class NpyStream:
     """One .npy file written block by block, nothing buffered; its header takes the row count on close.
 
     numpy pads every header so that the first axis can grow to 21 digits in place, so the final
-    header is as long as the first one and the file is, byte for byte, what np.save writes.
+    header is as long as the first one and the file is, byte for byte, what np.save writes for
+    the rows as one C-order array.
     """
 
     def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
-        self.dtype, self.row_shape, self.rows = np.dtype(dtype), tuple(row_shape), 0
+        self.dtype, self.row_shape, self.rows = np.dtype(dtype), tuple(int(n) for n in row_shape), 0
         self.file = open(path, "wb")
         self.start = self._header()  # bytes before the data
 
@@ -125,10 +126,12 @@ class NpyStream:
 
     def close(self) -> None:
         """Write the final header and close."""
-        self.file.seek(0, 2)
-        if self._header() != self.start:
-            raise RuntimeError(f"{self.file.name}: the .npy header changed length ({self.rows} rows)")
-        self.file.close()
+        try:
+            self.file.seek(0, 2)
+            if self._header() != self.start:
+                raise RuntimeError(f"{self.file.name}: the .npy header changed length ({self.rows} rows)")
+        finally:
+            self.file.close()
 
 
 class ShardWriter:
@@ -137,12 +140,18 @@ class ShardWriter:
     def __init__(self, folder: Path, dtype: str, images_per_shard: int):
         self.folder, self.dtype, self.images_per_shard = Path(folder), np.dtype(dtype), images_per_shard
         self.files: dict[str, NpyStream] = {}  # the open shard's files, by descriptor
+        self.shapes: dict[str, tuple[int, ...]] | None = None  # per-image shape of each descriptor
         self.n_open = 0  # images in the open shard
         self.n_shards = 0
 
     def add(self, pixel: np.ndarray, gap: np.ndarray, gmp: np.ndarray, energy: np.ndarray) -> None:
         """Add a batch: pixel (B, P, C), gap/gmp (B, C), energy (B, H, W); a shard closes when full."""
         batch = {"pixel": pixel, "gap": gap, "gmp": gmp, "energy": energy}
+        shapes = {key: value.shape[1:] for key, value in batch.items()}
+        self.shapes = self.shapes or shapes
+        if shapes != self.shapes or len({len(value) for value in batch.values()}) != 1:  # before any write
+            got = {key: value.shape for key, value in batch.items()}
+            raise ValueError(f"a batch must hold B images of the first batch's shapes {self.shapes}; got {got}")
         done = 0
         while done < len(pixel):
             if not self.files:

@@ -65,3 +65,34 @@ def test_shard_writer_cuts_whole_images_wherever_batches_end(tmp_path, sizes):
 def test_shard_writer_with_nothing_added_writes_nothing(tmp_path):
     assert shards.ShardWriter(tmp_path, "float16", 4).close() == 0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("per_shard", [1, 3])
+def test_shard_writer_casts_and_takes_empty_batches_and_views(tmp_path, per_shard):
+    rng = np.random.default_rng(2)
+    wide = rng.standard_normal((5, 4, 6))  # float64; every other channel: a non-contiguous view
+    parts = [(wide[i:j, :, ::2], wide[i:j, 0, :3], wide[i:j, 1, :3], wide[i:j, :, :2].reshape(-1, 2, 2, 2)[:, 0])
+             for i, j in ((0, 0), (0, 3), (3, 3), (3, 5))]  # batches of 0, 3, 0 and 2 images
+    writer = shards.ShardWriter(tmp_path, "float16", images_per_shard=per_shard)
+    for part in parts:
+        writer.add(*part)
+    assert writer.close() == -(-5 // per_shard)
+    pixel = np.concatenate([p[0] for p in parts]).astype(np.float16)  # (5, 4, 3)
+    energy = np.concatenate([p[3] for p in parts]).astype(np.float32)  # (5, 2, 2)
+    for shard, lo in enumerate(range(0, 5, per_shard)):
+        want = pixel[lo:lo + per_shard]
+        assert (tmp_path / f"pixel-{shard:05d}.npy").read_bytes() == saved_bytes(want.reshape(-1, 3))
+        assert (tmp_path / f"energy-{shard:05d}.npy").read_bytes() == saved_bytes(energy[lo:lo + per_shard])
+
+
+def test_shard_writer_refuses_a_batch_unlike_the_first_before_writing(tmp_path):
+    (pixel, gap, gmp, energy), = batches([3])
+    writer = shards.ShardWriter(tmp_path, "float16", images_per_shard=10)
+    writer.add(pixel, gap, gmp, energy)
+    other = batches([2], p=5)[0]  # five positions per image instead of four
+    with pytest.raises(ValueError, match="first batch's shapes"):
+        writer.add(*other)
+    with pytest.raises(ValueError, match="first batch's shapes"):
+        writer.add(pixel, gap[:2], gmp, energy)  # a descriptor of fewer images
+    writer.close()
+    assert np.load(tmp_path / "pixel-00000.npy").shape == (12, 3)  # only the first batch was written

@@ -184,25 +184,21 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
         raise typer.BadParameter(f"--weights is random, file, onehot or hue, not {weights!r}")
     files = tempfile.TemporaryDirectory()
     source, folds, model_dir = f"{backbone}-random", (), Path(files.name) / "models"
-    make_bare = lambda: [models.bottleneck(backbone, "random", params.seed, params.layer)[0]]  # noqa: E731
     if weights == "file":  # the seeded init, saved: loading it skips the init (hue.models.loaded)
         saved = str(Path(files.name) / "weights.pt")
         torch.save(models.build(backbone, "random", params.seed)[0].state_dict(), saved)
         params = dataclasses.replace(params, weight_files={"bench": saved})
         source = f"{backbone}-bench"
-        make_bare = lambda: [models.bottleneck(backbone, saved, node=params.layer)[0]]  # noqa: E731
     if weights in sources.TRAINED:  # the pipeline's own checkpoints, as the default extract stages run them
         if images:
             raise typer.BadParameter("--images cuts the manifest, which the trained checkpoints' held-out "
                                      "images index whole; leave it out with --weights onehot or hue")
         source, folds = f"{backbone}-{weights}", config.load("data").run_folds
         model_dir = paths.model_dir(dataset, source)
-        missing = [str(sources.checkpoint(model_dir, f)) for f in folds if not sources.checkpoint(model_dir, f).is_file()]
+        missing = [path for path in (sources.checkpoint(model_dir, f) for f in folds) if not path.is_file()]
         if missing:
             raise typer.BadParameter(f"--weights {weights} reads the pipeline's checkpoints; missing {missing[0]}: "
                                      "run `dvc repro` first")
-        make_bare = lambda: [models.trained_bottleneck(sources.checkpoint(model_dir, f), backbone,  # noqa: E731
-                                                       params.layer)[0] for f in folds]
     resolved = tensors.resolve_precision(params.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{dataset}: {len(frame)} images at {size[0]}x{size[1]} px through {backbone}, batch {params.batch_size}, "
           f"precision {params.precision} ({resolved}), workers {params.workers}, heap {heap}, weights {weights}")
@@ -210,6 +206,7 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
           f"cuda {torch.cuda.is_available()}")
     if decode_nice:
         niced_decode_thread(decode_nice)
+    n_images = len(frame) * max(1, len(folds))  # a trained source runs each image through every fold's model
     ratios = []
     for r in range(repeats):  # interleaved, so drift of the machine hits both sides alike
         with tempfile.TemporaryDirectory() as tmp:
@@ -219,14 +216,16 @@ def main(dataset: str = "digits", backbone: str = "resnet18", images: int = 0, r
                 extract.run(dataset, source, params, folds, Path(tmp) / "m.parquet", model_dir,
                             Path(tmp) / "out", Path(tmp) / "timings.json")
                 seconds = time.perf_counter() - start
-            stage = len(frame) * max(1, len(folds)) / seconds
-        bare = bare_forward(make_bare(), frame["path"].tolist(), size, params.batch_size, params.precision)
+            stage = n_images / seconds
+        # the models as the stage builds them
+        nets = [sources.extractor(sources.parse(source), params, model_dir, f)[0] for f in folds or [None]]
+        bare = bare_forward(nets, frame["path"].tolist(), size, params.batch_size, params.precision)
         ratios.append(stage / bare)
         print(f"run {r}: extract stage {stage:7.1f} img/s, bare forward {bare:7.1f} img/s, "
               f"ratio stage / bare {stage / bare:.2f}")
         if spent:
             print(f"  stage {seconds:.3f} s: " + ", ".join(f"{name} {t:.3f} s / {n}" for name, (t, n) in spent.items())
-                  + f"; bare forward of the same images {len(frame) * max(1, len(folds)) / bare:.3f} s")
+                  + f"; bare forward of the same images {n_images / bare:.3f} s")
     print(f"ratio stage / bare over {repeats} runs: min {min(ratios):.2f}, max {max(ratios):.2f} (target >= 0.9)")
     if thingsvision_python:
         root = Path(frame["path"].iloc[0]).parents[1]

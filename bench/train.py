@@ -28,7 +28,6 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
     import torch
 
     from hue import cli, config, losses, paths, train
-    from hue.models import HueNet
     from hue.tensors import deterministic_cudnn, training_precision
 
     if keep_heap:  # as the train stage runs
@@ -51,18 +50,14 @@ def main(dataset: str = "digits", arch: str = "", image_size: int = 0, batch_siz
 
     with deterministic_cudnn():  # as the train stage runs
         torch.manual_seed(0)
-        model = HueNet(arch, data.n_classes).to(device)
-        if device.type == "cuda":  # as the train stage places it
-            model = model.to(memory_format=torch.channels_last)
+        model = train.placed_net(arch, data.n_classes, device)  # as the train stage places it
         opt = torch.optim.Adam(model.parameters())
         train.train_epoch(model, opt, data, labels_2d, loss, params, 0, device, dtype)  # warm-up
         loop = [train.train_epoch(model, opt, data, labels_2d, loss, params, e, device, dtype)["images_per_second"]
                 for e in range(1, epochs + 1)]
 
         torch.manual_seed(0)
-        model = HueNet(arch, data.n_classes).to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        model = train.placed_net(arch, data.n_classes, device)
         opt = torch.optim.Adam(model.parameters())
         x = torch.randn(params.batch_size, 3, params.image_size, params.image_size, device=device)
         if device.type == "cuda":

@@ -155,7 +155,7 @@ class ShardWriter:
         done = 0
         while done < len(pixel):
             if not self.files:
-                self._open(batch)
+                self._open()
             n = min(len(pixel) - done, self.images_per_shard - self.n_open)
             for key, value in batch.items():
                 part = value[done:done + n]
@@ -170,10 +170,10 @@ class ShardWriter:
             self._close_shard()
         return self.n_shards
 
-    def _open(self, batch: dict[str, np.ndarray]) -> None:
-        """Start the next shard's files, shaped like `batch`'s rows."""
-        for key, value in batch.items():
-            rows = value.shape[-1:] if key == "pixel" else value.shape[1:]
+    def _open(self) -> None:
+        """Start the next shard's files, their rows shaped as the batches' (pixel: one position's C)."""
+        for key, shape in self.shapes.items():
+            rows = shape[-1:] if key == "pixel" else shape
             dtype = np.float32 if key == "energy" else self.dtype
             self.files[key] = NpyStream(self.folder / f"{key}-{self.n_shards:05d}.npy", dtype, rows)
 

@@ -265,17 +265,12 @@ def run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss
 def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, loss: LossParams, manifest_path: Path,
          out: Outputs, ctx: distributed.Context) -> dict:
     """Train every remaining epoch, checkpointing each one, then predict the held-out fold."""
-    from hue.models import HueNet
-
     device = ctx.device
     dtype = training_precision(device)
     data = load_data(manifest_path, fold, params, device)
     labels_2d = losses.angular_labels(loss.labels, data.n_classes, loss.seed).to(device)  # (M, 2)
     torch.manual_seed(params.seed + fold)  # same init for the one-hot and hue runs of a fold
-    net = HueNet(arch, data.n_classes).to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    model = distributed.wrap(net, ctx)
+    model = distributed.wrap(placed_net(arch, data.n_classes, device), ctx)
     opt = torch.optim.Adam(model.parameters(), lr=params.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs)
     fp = fingerprint(dataset, arch, fold, kind, params, loss, manifest_path)
@@ -318,6 +313,14 @@ def _run(dataset: str, arch: str, fold: int, kind: str, params: TrainParams, los
 
 
 TIMING_COLUMNS = ("images_per_second",)
+
+
+def placed_net(arch: str, n_classes: int, device: torch.device) -> torch.nn.Module:
+    """A fresh HueNet (init from torch's global RNG) on `device`: channels-last on CUDA, NCHW on the CPU (faster)."""
+    from hue.models import HueNet
+
+    net = HueNet(arch, n_classes).to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
 def save(state: dict, path: Path) -> None:
